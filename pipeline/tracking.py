@@ -1,0 +1,188 @@
+"""MLflow tracking for stage runs.
+
+Every stage ``main()`` wraps its work in :func:`stage_run`::
+
+    with stage_run("curate", params) as run:
+        run.step(0, loss=1.2)                  # per-step metric, logged as it happens
+        run.metrics({"kept": 10})              # summary metrics
+        run.artifact("data/curated/stats.json")
+
+Where runs go:
+- ``MLFLOW_TRACKING_URI`` if set (a shared server), else a sqlite store ``mlflow.db`` in the
+  working directory (the repo root, where DVC runs stages) with artifacts in ``mlartifacts/``.
+- Experiment: ``MLFLOW_EXPERIMENT_NAME`` or ``ringlite``.
+- Under the Prefect flow, ``RINGLITE_PARENT_RUN_ID`` holds the flow's parent run: stage runs
+  nest under it and share its ``pipeline_run_id`` tag. Under a plain ``dvc repro`` each stage
+  run stands alone and is its own pipeline run.
+- ``RINGLITE_TRACKING=off`` disables tracking (unit tests of stage cores); every call is a no-op.
+
+Tags on every stage run: ``stage``, ``git_commit``, ``pipeline_run_id``.
+Metrics are files first (DVC tracks them); MLflow mirrors them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.atomic import write_text
+from pipeline.params import as_dict, flatten
+
+PARENT_ENV = "RINGLITE_PARENT_RUN_ID"
+PIPELINE_ENV = "RINGLITE_PIPELINE_RUN_ID"
+DEFAULT_EXPERIMENT = "ringlite"
+
+
+def tracking_enabled() -> bool:
+    return os.environ.get("RINGLITE_TRACKING", "on").lower() not in ("off", "0", "false")
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    root = root or Path.cwd()
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def git_commit(root: Path | None = None) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root or Path.cwd(), capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def setup_mlflow(root: Path | None = None):
+    """Point mlflow at the store and experiment; return the mlflow module."""
+    import mlflow
+
+    root = root or Path.cwd()
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
+    if mlflow.get_experiment_by_name(name) is None:
+        artifact_location = None
+        if uri.startswith("sqlite:"):
+            artifact_location = (root / "mlartifacts").resolve().as_uri()
+        with contextlib.suppress(Exception):  # created concurrently by another process
+            mlflow.create_experiment(name, artifact_location=artifact_location)
+    mlflow.set_experiment(name)
+    return mlflow
+
+
+class StageRun:
+    """Handle passed to a stage's main(); every method is a no-op when tracking is off."""
+
+    def __init__(self, mlflow_module: Any | None, run: Any | None):
+        self._mlflow = mlflow_module
+        self.run = run
+        self.steps: list[dict[str, Any]] = []
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.info.run_id if self.run else None
+
+    def step(self, step: int, **metrics: float) -> None:
+        """Log per-step metrics now, and keep them for :meth:`write_steps`."""
+        self.steps.append({"step": step, **metrics})
+        if self._mlflow:
+            clean = {k: float(v) for k, v in metrics.items() if v is not None}
+            self._mlflow.log_metrics(clean, step=step)
+
+    def metrics(self, values: Mapping[str, Any], prefix: str = "") -> None:
+        """Log summary metrics (nested dicts are flattened; non-numbers skipped)."""
+        if not self._mlflow:
+            return
+        flat = flatten(values)
+        nums = {
+            f"{prefix}{k}": float(v)
+            for k, v in flat.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        if nums:
+            self._mlflow.log_metrics(nums)
+
+    def params(self, values: Mapping[str, Any]) -> None:
+        if self._mlflow:
+            flat = {k: str(v)[:6000] for k, v in flatten(values).items()}
+            self._mlflow.log_params(flat)
+
+    def tags(self, values: Mapping[str, Any]) -> None:
+        if self._mlflow:
+            self._mlflow.set_tags({k: str(v) for k, v in values.items()})
+
+    def artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        p = Path(path)
+        if not self._mlflow or not p.exists():
+            return
+        if p.is_dir():
+            self._mlflow.log_artifacts(str(p), artifact_path=artifact_path or p.name)
+        else:
+            self._mlflow.log_artifact(str(p), artifact_path=artifact_path)
+
+    def table(self, rows: Any, artifact_file: str) -> None:
+        """Log a table (polars/pandas frame or dict of columns) as an MLflow table artifact."""
+        if not self._mlflow:
+            return
+        if hasattr(rows, "to_pandas"):
+            rows = rows.to_pandas()
+        self._mlflow.log_table(data=rows, artifact_file=artifact_file)
+
+    def dataset(self, df: Any, name: str, source: str, context: str = "input") -> None:
+        """Log a polars frame as an MLflow input dataset (with its digest)."""
+        if not self._mlflow:
+            return
+        import mlflow.data
+
+        pdf = df.to_pandas() if hasattr(df, "to_pandas") else df
+        ds = mlflow.data.from_pandas(pdf, source=source, name=name)
+        self._mlflow.log_input(ds, context=context)
+
+    def figure(self, fig: Any, artifact_file: str) -> None:
+        if self._mlflow:
+            self._mlflow.log_figure(fig, artifact_file)
+
+    def text(self, text: str, artifact_file: str) -> None:
+        if self._mlflow:
+            self._mlflow.log_text(text, artifact_file)
+
+    def write_steps(self, path: str | Path) -> None:
+        """Write the per-step metrics as a CSV (a DVC plots file), atomically."""
+        keys: list[str] = []
+        for row in self.steps:
+            keys += [k for k in row if k not in keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(self.steps)
+        write_text(path, buf.getvalue())
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: Any = None, run_name: str | None = None) -> Iterator[StageRun]:
+    """Open the MLflow run of one stage execution (nested under the flow's run if any)."""
+    if not tracking_enabled():
+        yield StageRun(None, None)
+        return
+    mlflow = setup_mlflow()
+    parent = os.environ.get(PARENT_ENV) or None
+    tags = {"stage": stage, "git_commit": git_commit()}
+    t0 = time.time()
+    with mlflow.start_run(
+        run_name=run_name or stage, parent_run_id=parent, nested=parent is not None, tags=tags
+    ) as run:
+        mlflow.set_tag("pipeline_run_id", os.environ.get(PIPELINE_ENV) or parent or run.info.run_id)
+        handle = StageRun(mlflow, run)
+        if params is not None:
+            handle.params(as_dict(params) if not isinstance(params, Mapping) else params)
+        try:
+            yield handle
+        finally:
+            mlflow.log_metric("stage_seconds", time.time() - t0)

@@ -1,0 +1,68 @@
+"""The Prefect flow over real DVC stages (a tiny two-stage project) with real MLflow nesting."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import VENV_BIN, make_mini_project
+
+pytestmark = pytest.mark.integration
+
+
+def run_flow(root, *args, timeout=240):
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+        "PREFECT_HOME": str(root / ".prefect"),
+        "MLFLOW_EXPERIMENT_NAME": "flowtest",
+        "RINGLITE_TRACKING": "on",
+    }
+    for k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "RINGLITE_PARENT_RUN_ID",
+              "RINGLITE_PIPELINE_RUN_ID"):
+        env.pop(k, None)
+    return subprocess.run([sys.executable, "-m", "flows.pipeline", *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_flow_runs_stages_in_dag_order_then_skips_them(tmp_path):
+    root = make_mini_project(tmp_path / "proj")
+    first = run_flow(root)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert json.loads((root / "reports/sum.json").read_text()) == {"total": 2 * sum(range(5))}
+    lines = [ln.split() for ln in first.stdout.splitlines() if ln.strip().startswith(("make_", "sum_"))]
+    assert [(ln[0], ln[1]) for ln in lines] == [("make_numbers", "ran"), ("sum_numbers", "ran")]
+
+    second = run_flow(root)
+    assert second.returncode == 0, second.stdout + second.stderr
+    lines = [ln.split() for ln in second.stdout.splitlines() if ln.strip().startswith(("make_", "sum_"))]
+    assert [(ln[0], ln[1]) for ln in lines] == [("make_numbers", "up-to-date"),
+                                                ("sum_numbers", "up-to-date")]
+
+    forced = run_flow(root, "--stages", "sum_numbers", "--force", "sum_numbers")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert "sum_numbers      ran" in forced.stdout and "make_numbers" not in forced.stdout
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("flowtest")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("stage") == "pipeline"]
+    assert len(parents) == 3
+    first_parent = min(parents, key=lambda r: r.info.start_time)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == first_parent.info.run_id]
+    assert sorted(r.data.tags["stage"] for r in children) == ["make_numbers", "sum_numbers"]
+    assert all(r.data.tags["pipeline_run_id"] == first_parent.info.run_id for r in children)
+    assert first_parent.data.metrics.keys() >= {"seconds_make_numbers", "seconds_sum_numbers"}
+    total = next(r for r in children if r.data.tags["stage"] == "sum_numbers").data.metrics["total"]
+    assert total == 20.0
+
+
+def test_flow_rejects_unknown_stage(tmp_path):
+    root = make_mini_project(tmp_path / "proj")
+    out = run_flow(root, "--stages", "nope")
+    assert out.returncode != 0
+    assert "unknown stage(s) ['nope']" in out.stdout + out.stderr

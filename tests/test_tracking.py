@@ -1,0 +1,74 @@
+"""stage_run against a real sqlite MLflow store in a temp dir."""
+
+import csv
+from dataclasses import dataclass
+
+import pytest
+
+from pipeline import tracking
+
+
+@dataclass(frozen=True)
+class P:
+    lr: float
+    steps: int
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.delenv(tracking.PIPELINE_ENV, raising=False)
+    monkeypatch.setenv("RINGLITE_TRACKING", "on")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "t")
+    return tmp_path
+
+
+def test_stage_run_logs_params_tags_steps_and_artifacts(store):
+    (store / "out.txt").write_text("hello")
+    with tracking.stage_run("sft", P(lr=0.1, steps=3)) as run:
+        for i in range(3):
+            run.step(i, loss=1.0 / (i + 1))
+        run.metrics({"final": {"acc": 0.5}, "note": "not a number"})
+        run.artifact(store / "out.txt")
+        run.write_steps(store / "steps.csv")
+    from mlflow.tracking import MlflowClient
+
+    assert (store / "mlflow.db").exists()
+    client = MlflowClient(tracking.tracking_uri(store))
+    r = client.get_run(run.run_id)
+    assert r.data.params == {"lr": "0.1", "steps": "3"}
+    assert r.data.tags["stage"] == "sft"
+    assert r.data.tags["pipeline_run_id"] == run.run_id  # stand-alone run: its own pipeline
+    assert "mlflow.parentRunId" not in r.data.tags
+    hist = client.get_metric_history(run.run_id, "loss")
+    assert [(m.step, round(m.value, 4)) for m in hist] == [(0, 1.0), (1, 0.5), (2, 0.3333)]
+    assert r.data.metrics["final.acc"] == 0.5
+    assert "note" not in r.data.metrics
+    assert [a.path for a in client.list_artifacts(run.run_id)] == ["out.txt"]
+    rows = list(csv.DictReader((store / "steps.csv").open()))
+    assert [float(x["loss"]) for x in rows] == [1.0, 0.5, 1 / 3]
+
+
+def test_stage_runs_nest_under_parent(store, monkeypatch):
+    mlflow = tracking.setup_mlflow(store)
+    parent = mlflow.start_run(run_name="pipeline").info.run_id
+    mlflow.end_run()
+    monkeypatch.setenv(tracking.PARENT_ENV, parent)
+    monkeypatch.setenv(tracking.PIPELINE_ENV, parent)
+    with tracking.stage_run("curate", {"a": 1}) as run:
+        pass
+    r = mlflow.tracking.MlflowClient().get_run(run.run_id)
+    assert r.data.tags["mlflow.parentRunId"] == parent
+    assert r.data.tags["pipeline_run_id"] == parent
+
+
+def test_tracking_off_is_a_noop(store, monkeypatch):
+    monkeypatch.setenv("RINGLITE_TRACKING", "off")
+    with tracking.stage_run("x", {"a": 1}) as run:
+        run.step(0, loss=1.0)
+        run.metrics({"a": 1})
+    assert run.run_id is None
+    assert not (store / "mlflow.db").exists()
+    assert run.steps == [{"step": 0, "loss": 1.0}]
