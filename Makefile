@@ -67,7 +67,7 @@ prefect-server: install
 	@mkdir -p $(RUN_DIR)
 	@if [ -f $(RUN_DIR)/prefect-server.pid ] && kill -0 $$(cat $(RUN_DIR)/prefect-server.pid) 2>/dev/null; then \
 	  echo "prefect server already running (pid $$(cat $(RUN_DIR)/prefect-server.pid))"; else \
-	  nohup $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) \
+	  PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api nohup $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) \
 	    > $(RUN_DIR)/prefect-server.log 2>&1 & echo $$! > $(RUN_DIR)/prefect-server.pid; \
 	  for i in $$(seq 60); do curl -sf http://127.0.0.1:$(PREFECT_PORT)/api/health >/dev/null && break; sleep 1; done; \
 	  echo "Prefect UI: http://127.0.0.1:$(PREFECT_PORT)"; fi

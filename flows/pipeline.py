@@ -25,11 +25,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+# On a busy 2-core machine the temporary server Prefect starts (when no PREFECT_API_URL is set)
+# can take longer than Prefect's 20 s default to come up.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-from pipeline.dag import stage_order
-from pipeline.tracking import (
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+
+from pipeline.dag import stage_order  # noqa: E402
+from pipeline.tracking import (  # noqa: E402
     PARENT_ENV,
     PIPELINE_ENV,
     git_commit,
