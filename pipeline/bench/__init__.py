@@ -1,0 +1,1 @@
+"""Benchmarks: metrics (avg@k, unbiased pass@k), loaders for benchmark files, reports, registry."""

@@ -1,0 +1,81 @@
+"""Bench reports: metrics per model x benchmark (and domain), the Markdown table, the chart."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline.bench.metrics import summarize
+
+
+def group_metrics(
+    samples: Sequence[dict[str, Any]], benchmark_of: Mapping[str, str], ks: Sequence[int]
+) -> dict[str, dict[str, Any]]:
+    """{model: {benchmark: {overall metrics..., "domains": {domain: metrics}}}}.
+
+    ``benchmark_of`` maps task id -> benchmark name; samples are SAMPLE rows.
+    """
+    per: dict[tuple[str, str, str], dict[str, list[bool]]] = {}
+    for s in samples:
+        key = (s["model"], benchmark_of[s["task_id"]], s["domain"])
+        per.setdefault(key, {}).setdefault(s["task_id"], []).append(bool(s["correct"]))
+    out: dict[str, dict[str, Any]] = {}
+    for model, bench in sorted({(m, b) for m, b, _ in per}):
+        cells = {d: v for (m, b, d), v in per.items() if (m, b) == (model, bench)}
+        every = [c for v in cells.values() for c in v.values()]
+        entry = summarize(every, ks)
+        entry["domains"] = {d: summarize(v.values(), ks) for d, v in sorted(cells.items())}
+        out.setdefault(model, {})[bench] = entry
+    return out
+
+
+def markdown_table(metrics: Mapping[str, Mapping[str, Any]], models: Sequence[str],
+                   metric: str = "avg_at_k") -> str:
+    """Models x benchmarks (+ benchmark/domain columns for mixed benchmarks), ``metric`` in %."""
+    domains: dict[str, set[str]] = {}
+    for m in models:
+        for bench, entry in metrics.get(m, {}).items():
+            domains.setdefault(bench, set()).update(entry["domains"])
+    cols: list[tuple[str, str | None]] = []
+    for bench, ds in domains.items():  # a domain column only where a benchmark mixes domains
+        cols += [(bench, None)] + ([(bench, d) for d in ds] if len(ds) > 1 else [])
+    cols.sort(key=lambda c: (c[0], c[1] or ""))
+    names = [b if d is None else f"{b}/{d}" for b, d in cols]
+    lines = ["| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(cols)]
+    for m in models:
+        vals = []
+        for b, d in cols:
+            entry = metrics.get(m, {}).get(b)
+            if entry is not None and d is not None:
+                entry = entry["domains"].get(d)
+            missing = entry is None or metric not in entry
+            vals.append("-" if missing else f"{100 * entry[metric]:.1f}")
+        lines.append(f"| {m} | " + " | ".join(vals) + " |")
+    ref = metrics.get(models[0], {}) if models else {}
+    counts = "; ".join(f"{b}: {e['problems']} problems, {e['samples']} samples per model"
+                       for b, e in ref.items())
+    note = f"\n{metric} in %. {counts}.\n" if counts else "\n"
+    return "\n".join(lines) + "\n" + note
+
+
+def bar_chart(metrics: Mapping[str, Mapping[str, Any]], models: Sequence[str],
+              metric: str = "avg_at_k") -> Any:
+    """Grouped bars: one group per benchmark, one bar per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benches = sorted({b for m in models for b in metrics.get(m, {})})
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(benches) + 2), 3.5))
+    width = 0.8 / max(1, len(models))
+    for i, m in enumerate(models):
+        ys = [100 * metrics.get(m, {}).get(b, {}).get(metric, 0.0) for b in benches]
+        xs = [j + i * width for j in range(len(benches))]
+        ax.bar(xs, ys, width=width, label=m)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(benches))], benches)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

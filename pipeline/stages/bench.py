@@ -1,0 +1,179 @@
+"""bench: evaluate every stage's model on the held-out benchmarks; register the final model.
+
+For each ``--model name=path`` and each benchmark (``--bench``: the curated bench split, one
+benchmark per ``source`` family; plus the files named in params ``bench.files``): sample
+``samples_per_problem`` responses per problem (temperature 1.0, top-p 0.95 by default), score
+them with the shared verifier, and report avg@k and unbiased pass@k per benchmark and domain.
+
+Writes ``<out-dir>/metrics.json`` (DVC metric), ``table.md`` (models x benchmarks),
+``chart.png``, ``samples.parquet`` (``schema.SAMPLE``); mirrors them to MLflow with the table
+as the run description; registers the ``register.model`` model (rl_general) in the MLflow
+model registry with the bench results attached and alias ``register.alias``.
+
+    python -m pipeline.stages.bench --bench data/curated/bench.parquet \
+        --model base=models/base --model sft=models/selected \
+        --model rl_reasoning=models/rl_reasoning --model rl_general=models/rl_general \
+        --out-dir reports/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from pipeline.atomic import atomic_path, write_json, write_parquet, write_text
+from pipeline.bench.loaders import load_benchmark
+from pipeline.bench.report import bar_chart, group_metrics, markdown_table
+from pipeline.bench.sampling import Sampling, sample_and_score
+from pipeline.params import load_section, load_seed
+from pipeline.schema import SAMPLE, TASK, frame, validate
+from pipeline.tracking import stage_run
+
+log = logging.getLogger("bench")
+
+
+@dataclass(frozen=True)
+class BenchFile:
+    name: str  # benchmark name in the reports
+    path: str  # local file (.jsonl, .json or .parquet)
+    shape: Literal["aime", "gsm8k", "math500", "ifeval", "code"]
+
+
+@dataclass(frozen=True)
+class RegisterParams:
+    enabled: bool = True
+    model: str = "rl_general"  # which --model name is registered
+    name: str = "ringlite"  # registered model name
+    alias: str = "candidate"
+
+
+@dataclass(frozen=True)
+class BenchParams:
+    engine: Literal["torch", "vllm"] = "torch"
+    samples_per_problem: int = 4  # k
+    pass_k: tuple[int, ...] = (1, 4)
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_new_tokens: int = 160
+    max_problems: int = 16  # per benchmark (seeded subset); 0 = all
+    batch_prompts: int = 16
+    files: tuple[BenchFile, ...] = ()
+    ifeval_unknown: Literal["skip", "error"] = "skip"
+    register: RegisterParams = field(default_factory=RegisterParams)
+
+
+def benchmark_name(task: dict[str, Any]) -> str:
+    """Curated bench rows: one benchmark per source family (``gen:math`` -> ``math``)."""
+    src = task["source"]
+    return src.split(":", 1)[1] if ":" in src else src
+
+
+def load_sets(bench: Path, p: BenchParams, seed: int) -> tuple[list[dict], dict[str, str], dict]:
+    """(tasks, task id -> benchmark, skipped counts) of the curated set and the named files."""
+    sets: dict[str, list[dict]] = {}
+    for t in validate(pl.read_parquet(bench), TASK, str(bench)).to_dicts():
+        sets.setdefault(benchmark_name(t), []).append(t)
+    skipped: dict[str, dict[str, int]] = {}
+    for f in p.files:
+        loaded = load_benchmark(f.path, f.shape, f.name, p.ifeval_unknown)
+        sets.setdefault(f.name, []).extend(loaded.tasks)
+        if loaded.skipped:
+            skipped[f.name] = loaded.skipped
+            log.warning("%s: skipped rows %s", f.path, loaded.skipped)
+    tasks, owner = [], {}
+    for name, rows in sets.items():
+        if p.max_problems and len(rows) > p.max_problems:
+            rows = pl.DataFrame(rows).sample(n=p.max_problems, seed=seed).to_dicts()
+        for t in rows:
+            if t["id"] not in owner:  # the same problem twice is evaluated once
+                owner[t["id"]] = name
+                tasks.append(t)
+    return tasks, owner, skipped
+
+
+def evaluate(name: str, path: str, tasks: list[dict], p: BenchParams, seed: int,
+             run: Any) -> list[dict]:
+    """SAMPLE rows of model ``name`` on every task."""
+    from pipeline.engines import make_engine
+    from pipeline.model import load_model
+
+    model, tok = load_model(path)
+    in_memory = {"model": model, "tokenizer": tok} if p.engine == "torch" else {}
+    engine = make_engine(p.engine, model_path=path, **in_memory)
+    sampling = Sampling(p.samples_per_problem, p.max_new_tokens, p.temperature, p.top_p, seed,
+                        p.batch_prompts)
+
+    def live(b: int, rows: list[dict]) -> None:
+        run.step(b, **{f"{name}.batch_accuracy": sum(r["correct"] for r in rows) / len(rows)})
+
+    try:
+        return sample_and_score(engine, tok, tasks, sampling, name, on_batch=live,
+                                desc=f"bench {name}")
+    finally:
+        engine.close()
+
+
+def parse_models(items: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--model {item!r}: expected NAME=PATH")
+        if not Path(path, "config.json").exists():
+            raise SystemExit(f"--model {name}: {path} is not an HF checkpoint (no config.json)")
+        out[name] = path
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bench", type=Path, required=True)
+    ap.add_argument("--model", action="append", default=[], required=True)
+    ap.add_argument("--out-dir", type=Path, required=True)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    p = load_section("bench", BenchParams, a.params)
+    seed = load_seed(a.params)
+    models = parse_models(a.model)
+    tasks, owner, skipped = load_sets(a.bench, p, seed)
+    with stage_run("bench", p) as run:
+        run.dataset(pl.DataFrame(tasks), "bench", str(a.bench))
+        samples = [s for name, path in models.items()
+                   for s in evaluate(name, path, tasks, p, seed, run)]
+        metrics = group_metrics(samples, owner, p.pass_k)
+        if skipped:
+            metrics["_skipped_rows"] = skipped
+        names = list(models)
+        table = markdown_table(metrics, names)
+        write_parquet(a.out_dir / "samples.parquet", frame(samples, SAMPLE))
+        write_json(a.out_dir / "metrics.json", metrics)
+        write_text(a.out_dir / "table.md", table)
+        fig = bar_chart(metrics, names)
+        with atomic_path(a.out_dir / "chart.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
+        run.metrics({k: v for k, v in metrics.items() if not k.startswith("_")})
+        run.tags({"mlflow.note.content": table})
+        run.figure(fig, "chart.png")
+        run.table(frame(samples, SAMPLE), "samples.json")
+        run.artifact(a.out_dir / "table.md")
+        run.artifact(a.out_dir / "metrics.json")
+        reg = p.register
+        if reg.enabled and reg.model in models and run.run is not None:
+            from pipeline.bench.registry import register_model
+
+            v = register_model(models[reg.model], reg.name, reg.alias, metrics[reg.model])
+            print(f"registered {reg.name} version {v.version} alias {reg.alias}")
+        elif reg.enabled:
+            log.warning("model not registered (tracking off or no --model %s)", reg.model)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
