@@ -1,0 +1,101 @@
+"""The C3PO policy loss (Ring-lite, arXiv 2506.14731, Eq. 2-3) as one pure function.
+
+The normaliser is an explicit argument so the paper's comparison reruns on the same code:
+``budget`` (C3PO: the constant token budget Φ), ``token_mean`` (DAPO: the step's token count),
+``seq_mean`` (GRPO: mean over a response's tokens, then mean over responses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+Normaliser = Literal["budget", "token_mean", "seq_mean"]
+NORMALISERS: tuple[str, ...] = ("budget", "token_mean", "seq_mean")
+
+
+@dataclass(frozen=True)
+class LossStats:
+    """Diagnostics of one loss evaluation (plain floats, detached)."""
+
+    kl: float  # mean k3 KL per selected token
+    clip_fraction: float  # fraction of selected tokens whose ratio was clipped (and mattered)
+    ratio_mean: float
+    tokens: int  # number of selected tokens (mask sum)
+
+
+def normalise(per_token: torch.Tensor, mask: torch.Tensor, normaliser: Normaliser,
+              budget: int | None) -> torch.Tensor:
+    """Reduce a (B, T) per-token quantity over ``mask`` with the chosen normaliser.
+
+    - ``budget``:     Σ_{b,t} m·x / Φ                       (Φ = ``budget``, a constant)
+    - ``token_mean``: Σ_{b,t} m·x / Σ_{b,t} m
+    - ``seq_mean``:   mean_b [ Σ_t m·x / Σ_t m ]  over responses b with at least one token
+    """
+    mask = mask.to(per_token.dtype)
+    if normaliser == "budget":
+        if budget is None or budget <= 0:
+            raise ValueError(f"normaliser 'budget' needs a positive budget, got {budget!r}")
+        return (per_token * mask).sum() / budget
+    if normaliser == "token_mean":
+        return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
+    if normaliser == "seq_mean":
+        lengths = mask.sum(dim=1)  # (B,)
+        rows = lengths > 0
+        per_seq = (per_token * mask).sum(dim=1)[rows] / lengths[rows]
+        return per_seq.mean() if per_seq.numel() else per_token.sum() * 0.0
+    raise ValueError(f"unknown normaliser {normaliser!r} (choose from {NORMALISERS})")
+
+
+def c3po_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    normaliser: Normaliser = "budget",
+    budget: int | None = None,
+    clip_eps: float = 0.2,
+    kl_coef: float = 1e-3,
+) -> tuple[torch.Tensor, LossStats]:
+    r"""Clipped policy loss with k3 KL, normalised by the token budget Φ (C3PO).
+
+    With r_t = exp(logp_t - old_logp_t), A_t the response's advantage broadcast over its tokens,
+    KL_t = exp(ref_t - logp_t) - (ref_t - logp_t) - 1 (Schulman's k3, >= 0) and Ψ the selected
+    tokens (``mask``)::
+
+        L = -(1/Φ) Σ_{t∈Ψ} [ min(r_t A_t, clip(r_t, 1-ε, 1+ε) A_t) - β KL_t ]
+
+    for ``normaliser="budget"``; ``token_mean`` replaces 1/Φ by 1/|Ψ| and ``seq_mean`` averages
+    each response's tokens first, then the responses (see :func:`normalise`).
+
+    Args (all (B, T) except ``advantages``, which is (B,) or (B, T)):
+        logp: log π_θ(y_t | ...) of the current policy (carries the gradient).
+        old_logp: log-probs under the policy that sampled / before this update (no grad).
+        ref_logp: log-probs under the frozen reference model (no grad).
+        mask: 1 for tokens in Ψ (a cut response keeps only its first tokens), 0 elsewhere.
+    """
+    if advantages.dim() == 1:
+        advantages = advantages[:, None].expand_as(logp)
+    old_logp, ref_logp, advantages = old_logp.detach(), ref_logp.detach(), advantages.detach()
+    ratio = torch.exp(logp - old_logp)
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    surrogate = torch.minimum(ratio * advantages, clipped * advantages)
+    log_ref_ratio = ref_logp - logp
+    kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1.0
+    loss = -normalise(surrogate - kl_coef * kl, mask, normaliser, budget)
+
+    with torch.no_grad():
+        m = mask.to(logp.dtype)
+        n = float(m.sum())
+        was_clipped = (clipped * advantages < ratio * advantages).to(logp.dtype)
+        stats = LossStats(
+            kl=float((kl * m).sum() / max(n, 1.0)),
+            clip_fraction=float((was_clipped * m).sum() / max(n, 1.0)),
+            ratio_mean=float((ratio * m).sum() / max(n, 1.0)),
+            tokens=int(n),
+        )
+    return loss, stats

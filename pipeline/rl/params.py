@@ -1,0 +1,81 @@
+"""RLParams: one frozen dataclass for both RL stages (sections ``rl_reasoning``, ``rl_general``).
+
+Every field is a hyperparameter of the C3PO step (``docs/rl.md`` explains each choice the
+paper leaves open). Symbols: L = ``prompts_per_step``, K = ``samples_per_prompt``,
+Φ = ``token_budget``, ε = ``clip_eps``, β = ``kl_coef``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pipeline.rl.budget import WalkOrder
+from pipeline.rl.c3po import Normaliser
+
+
+@dataclass(frozen=True)
+class RLOptim:
+    """Optimizer / DeepSpeed settings (fields of ``pipeline.train.deepspeed_engine.OptimParams``)."""
+
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, ...] = (0.9, 0.99)
+    eps: float = 1e-8
+    warmup_ratio: float = 0.0
+    min_lr_ratio: float = 1.0  # 1.0 = constant lr after warm-up
+    grad_clip: float = 1.0
+    zero_stage: int = 1
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+
+@dataclass(frozen=True)
+class RLParams:
+    """One RL stage: rollout, reward, C3PO update, evaluation and checkpoint cadence."""
+
+    steps: int = 30  # RL steps (one rollout batch each)
+    prompts_per_step: int = 8  # L
+    samples_per_prompt: int = 8  # K
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # domain -> sampling weight for the step's prompts; empty = each task equally likely.
+    domain_mix: Mapping[str, float] = field(default_factory=dict)
+    # Φ: tokens trained per optimizer step when normaliser == "budget".
+    token_budget: int = 1536
+    # "step": one selection of Φ tokens per rollout batch, reused by every update (PPO epochs);
+    # "minibatch": the walk fills updates_per_rollout mini-batches of Φ tokens each.
+    budget_granularity: Literal["step", "minibatch"] = "step"
+    updates_per_rollout: int = 2  # optimizer steps per rollout batch (ratio/clip real from #2)
+    walk_order: WalkOrder = "interleaved"
+    drop_zero_variance: bool = True  # remove all-equal-reward groups before the budget walk
+    normaliser: Normaliser = "budget"  # budget (C3PO) | token_mean (DAPO) | seq_mean (GRPO)
+    clip_eps: float = 0.2
+    kl_coef: float = 1e-3  # β, k3 estimator against the frozen start model
+    entropy_coef: float = 5e-4  # α_ent, exploration bonus (subtracted)
+    balance_coef: float = 1e-5  # α_bal, MoE load balance
+    z_coef: float = 1e-7  # α_z, router z-loss
+    adv_eps: float = 1e-6
+    optim: RLOptim = field(default_factory=RLOptim)
+    deepspeed: bool = True  # False: plain torch AdamW (same schedule/clip), for quick tests
+    engine: Literal["torch", "vllm"] = "torch"
+    forward_rows: int = 64  # rows per teacher-forced forward chunk (memory bound)
+    eval_every: int = 10  # held-out eval every N steps (and at step 0 and the end)
+    eval_tasks: int = 64  # held-out tasks of the stage's domain group (first N of --val)
+    eval_temperature: float = 0.0  # 0 = greedy
+    checkpoint_every: int = 10  # resume state every N steps (0 = only at the end)
+    reward_workers: int = 2
+    reward_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "prompts_per_step", "samples_per_prompt", "max_new_tokens",
+                    "token_budget", "updates_per_rollout", "forward_rows", "eval_tasks")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"rl.{name}: must be > 0, got {getattr(self, name)}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"rl.top_p: must be in (0, 1], got {self.top_p}")
+        for domain, w in self.domain_mix.items():
+            if w < 0:
+                raise ValueError(f"rl.domain_mix.{domain}: weight must be >= 0, got {w}")

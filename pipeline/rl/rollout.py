@@ -1,0 +1,96 @@
+"""Rollouts: pick the step's prompts, sample K responses each, score them.
+
+Data position = step index: the prompts of step s are drawn by ``numpy.random.default_rng(
+[seed, s])`` and the engine is seeded with ``seed * 1_000_003 + s``, so a resumed run samples
+exactly what the uninterrupted run sampled, with no sampler state to save.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.model.chat import format_prompt
+
+ScoreFn = Callable[[Sequence[Mapping[str, Any]], Sequence[str]], Sequence[Any]]
+
+
+def sample_tasks(tasks: Sequence[Mapping[str, Any]], n: int, mix: Mapping[str, float],
+                 rng: np.random.Generator) -> list[Mapping[str, Any]]:
+    """``n`` tasks: a domain by ``mix`` weight (domains present only), then a task uniformly.
+
+    An empty ``mix`` samples tasks uniformly. A mix naming no domain present is an error.
+    """
+    if not tasks:
+        raise ValueError("no tasks to sample RL prompts from")
+    if not mix:
+        return [tasks[int(i)] for i in rng.integers(0, len(tasks), size=n)]
+    by_domain: dict[str, list[int]] = {}
+    for i, t in enumerate(tasks):
+        by_domain.setdefault(str(t["domain"]), []).append(i)
+    domains = sorted(d for d in mix if d in by_domain and mix[d] > 0)
+    if not domains:
+        raise ValueError(f"domain_mix {dict(mix)} names no domain present in the tasks "
+                         f"({sorted(by_domain)})")
+    w = np.array([mix[d] for d in domains], dtype=np.float64)
+    picks = rng.choice(len(domains), size=n, p=w / w.sum())
+    return [tasks[by_domain[domains[d]][int(rng.integers(0, len(by_domain[domains[d]])))]]
+            for d in picks]
+
+
+@dataclass
+class Rollout:
+    """One rollout batch, flat in prompt-major order (response i = prompt i // K, sample i % K)."""
+
+    tasks: list[Mapping[str, Any]]  # L tasks
+    prompt_ids: list[list[int]]  # L tokenised chat prompts
+    token_ids: list[list[int]]  # L*K responses (EOS included when it stopped)
+    engine_logprobs: list[list[float]]
+    texts: list[str]
+    finish: list[str]
+    rewards: np.ndarray  # (L, K)
+    correct: np.ndarray  # (L, K) bool
+
+    @property
+    def k(self) -> int:
+        return self.rewards.shape[1]
+
+
+def generate(engine: Any, tokenizer: Any, tasks: Sequence[Mapping[str, Any]], *, n: int,
+             max_new_tokens: int, temperature: float, top_p: float, seed: int
+             ) -> tuple[list[list[int]], list[Any]]:
+    """(prompt ids per task, flat completions prompt-major) from the generation engine."""
+    prompts = [format_prompt(tokenizer, str(t["prompt"])) for t in tasks]
+    outs = engine.generate(prompts, n=n, max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_p=top_p, seed=seed)
+    prompt_ids = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+    return prompt_ids, [c for group in outs for c in group]
+
+
+def score(score_fn: ScoreFn, tasks: Sequence[Mapping[str, Any]], texts: Sequence[str],
+          k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rewards (L, K), correct (L, K)) from the shared verifier for prompt-major ``texts``."""
+    flat_tasks = [t for t in tasks for _ in range(k)]
+    scores = score_fn(flat_tasks, list(texts))
+    rewards = np.array([float(s.reward) for s in scores], dtype=np.float64).reshape(-1, k)
+    correct = np.array([bool(s.correct) for s in scores]).reshape(-1, k)
+    return rewards, correct
+
+
+def rollout(engine: Any, tokenizer: Any, tasks: Sequence[Mapping[str, Any]], *, k: int,
+            max_new_tokens: int, temperature: float, top_p: float, seed: int
+            ) -> Rollout:
+    """Sample (no scoring yet: ``rewards``/``correct`` are filled by :func:`score`)."""
+    prompt_ids, comps = generate(engine, tokenizer, tasks, n=k, max_new_tokens=max_new_tokens,
+                                 temperature=temperature, top_p=top_p, seed=seed)
+    empty = np.zeros((len(tasks), k))
+    return Rollout(
+        tasks=list(tasks), prompt_ids=prompt_ids,
+        token_ids=[list(c.token_ids) for c in comps],
+        engine_logprobs=[list(c.logprobs) for c in comps],
+        texts=[c.text for c in comps], finish=[c.finish_reason for c in comps],
+        rewards=empty, correct=empty.astype(bool),
+    )

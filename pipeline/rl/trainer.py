@@ -1,0 +1,236 @@
+"""The RL step loop shared by rl_reasoning and rl_general (C3PO; see docs/rl.md).
+
+One step s (numbers as in /work/shared/RECIPE.md, "C3PO"):
+
+1. rollout: L prompts drawn by the domain mix (seeded by (seed, s)) x K responses each from
+   the generation engine (temperature, top-p, max new tokens from params);
+2. rewards and correctness from the shared verifier (``score_fn``);
+3. group advantages over all K; zero-variance groups counted, dropped before the walk if set;
+4. token budget: walk the responses (``walk_order``), keep whole ones under Φ, cut the
+   crossing one so exactly Φ tokens are selected (per step or per mini-batch);
+5. old log-probs (policy before the update) and reference log-probs, no grad;
+6. ``updates_per_rollout`` optimizer steps on the C3PO loss + entropy bonus + MoE losses;
+7. one row of metrics (reward, accuracy, lengths, tokens trained/dropped, grad norm, entropy,
+   KL, clip fraction, rollout/trainer mismatch, time split, tokens/s).
+
+The loop itself (:func:`train`) adds held-out evaluation every ``eval_every`` steps, resume
+state every ``checkpoint_every`` steps (:mod:`pipeline.rl.checkpoint`), and the live-weights
+sync of the generation engine after each step.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from tqdm.auto import tqdm
+
+from pipeline.engines.scoring import mismatch
+from pipeline.rl import checkpoint
+from pipeline.rl.budget import group_advantages, select_all, select_budget, walk_order
+from pipeline.rl.c3po import c3po_loss, normalise
+from pipeline.rl.forward import has_router, policy_forward, score_rows
+from pipeline.rl.params import RLParams
+from pipeline.rl.rollout import Rollout, ScoreFn, rollout, sample_tasks, score
+from pipeline.rl.router_losses import balance_loss, z_loss
+
+FAULT_ENV = "RINGLITE_RL_KILL_AFTER_STEP"  # fault injection for the kill -9 resume test
+
+
+@dataclass
+class RLRun:
+    """Everything one RL stage run holds: models, engine, optimizer, data, params."""
+
+    params: RLParams
+    seed: int
+    tokenizer: Any
+    updater: Any  # pipeline.rl.optim updater; .module is the live policy
+    reference: torch.nn.Module  # frozen start model for the KL term
+    engine: Any  # GenerationEngine sampling from the live policy
+    tasks: Sequence[Mapping[str, Any]]
+    score_fn: ScoreFn
+    pad_id: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
+
+
+@dataclass
+class MiniBatch:
+    """Selected (possibly cut) responses of one optimizer step, with their fixed inputs."""
+
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    advantages: torch.Tensor  # (B,)
+    old_logp: torch.Tensor  # (B, C)
+    ref_logp: torch.Tensor  # (B, C)
+    engine_logp: list[float]  # the rollout engine's log-probs of the same tokens (flat)
+
+
+def _select(run: RLRun, ro: Rollout, zero_var: np.ndarray, step: int):
+    p, (n_prompts, k) = run.params, ro.rewards.shape
+    order = walk_order(n_prompts, k, p.walk_order, np.random.default_rng([run.seed, step, 1]))
+    if p.drop_zero_variance:
+        order = [i for i in order if not zero_var[i // k]]
+    lengths = [len(t) for t in ro.token_ids]
+    parts = p.updates_per_rollout if p.budget_granularity == "minibatch" else 1
+    if p.normaliser == "budget":
+        return select_budget(lengths, p.token_budget, order, minibatches=parts)
+    return select_all(lengths, order, minibatches=parts)
+
+
+def _minibatch(run: RLRun, ro: Rollout, adv: np.ndarray, pairs) -> MiniBatch:
+    k, chunk = ro.k, run.params.forward_rows
+    prompts = [ro.prompt_ids[i // k] for i, _ in pairs]
+    comps = [ro.token_ids[i][:n] for i, n in pairs]
+    old = score_rows(run.updater.module, prompts, comps, run.pad_id, chunk)
+    ref = score_rows(run.reference, prompts, comps, run.pad_id, chunk)
+    return MiniBatch(
+        prompts, comps, torch.tensor([adv.flat[i] for i, _ in pairs], dtype=torch.float32),
+        pad_sequence(old, batch_first=True), pad_sequence(ref, batch_first=True),
+        [v for i, n in pairs for v in ro.engine_logprobs[i][:n]],
+    )
+
+
+def _update(run: RLRun, mb: MiniBatch) -> dict[str, float]:
+    """One optimizer step on ``mb`` (step 6); returns its diagnostics."""
+    p, module = run.params, run.updater.module
+    router = has_router(module) and (p.balance_coef > 0 or p.z_coef > 0)
+    f = policy_forward(run.updater.forward_model(), mb.prompt_ids, mb.completion_ids,
+                       run.pad_id, with_entropy=True, with_router=router)
+    pg, st = c3po_loss(f.logp, mb.old_logp, mb.ref_logp, mb.advantages, f.mask,
+                       normaliser=p.normaliser, budget=p.token_budget, clip_eps=p.clip_eps,
+                       kl_coef=p.kl_coef)
+    ent = normalise(f.entropy, f.mask, p.normaliser, p.token_budget)
+    loss = pg - p.entropy_coef * ent
+    bal = zl = torch.zeros(())
+    if router:
+        bal = balance_loss(f.router_logits, module.config.num_experts_per_tok, f.attention)
+        zl = z_loss(f.router_logits, f.attention)
+        loss = loss + p.balance_coef * bal + p.z_coef * zl
+    gnorm = run.updater.step(loss)
+    return {"loss": float(loss.detach()), "grad_norm": gnorm, "kl": st.kl,
+            "clip_fraction": st.clip_fraction, "ratio_mean": st.ratio_mean,
+            "tokens_trained": float(st.tokens),
+            "entropy": float((f.entropy.detach() * f.mask).sum() / f.mask.sum().clamp(min=1)),
+            "balance_loss": float(bal.detach()), "z_loss": float(zl.detach())}
+
+
+def _rollout_metrics(ro: Rollout, zero_var: np.ndarray) -> dict[str, float]:
+    lengths = np.array([len(t) for t in ro.token_ids], dtype=np.float64)
+    m = {"reward": float(ro.rewards.mean()), "accuracy": float(ro.correct.mean()),
+         "response_len": float(lengths.mean()),
+         "truncated_frac": float(np.mean([f == "length" for f in ro.finish])),
+         "zero_variance_groups": float(zero_var.sum())}
+    domains = np.array([str(t["domain"]) for t in ro.tasks])
+    for d in sorted(set(domains)):
+        m[f"reward_{d}"] = float(ro.rewards[domains == d].mean())
+    return m
+
+
+def rl_step(run: RLRun, step: int) -> dict[str, float]:
+    """Steps 1-7 of the module docstring; returns the step's metrics row."""
+    p, t0 = run.params, time.perf_counter()
+    tasks = sample_tasks(run.tasks, p.prompts_per_step, p.domain_mix,
+                         np.random.default_rng([run.seed, step]))
+    ro = rollout(run.engine, run.tokenizer, tasks, k=p.samples_per_prompt,
+                 max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p,
+                 seed=run.seed * 1_000_003 + step)
+    t1 = time.perf_counter()
+    ro.rewards, ro.correct = score(run.score_fn, ro.tasks, ro.texts, ro.k)
+    t2 = time.perf_counter()
+    adv, zero_var = group_advantages(ro.rewards, p.adv_eps)
+    sel = _select(run, ro, zero_var, step)
+    batches = [_minibatch(run, ro, adv, pairs) for pairs in sel.minibatches if pairs]
+    engine_lp = [v for mb in batches for v in mb.engine_logp]
+    trainer_lp = [v for mb in batches for row, c in zip(mb.old_logp, mb.completion_ids,
+                                                        strict=True) for v in row[:len(c)].tolist()]
+    # "step": the one Φ selection is trained updates_per_rollout times (PPO epochs);
+    # "minibatch": one optimizer step per filled mini-batch.
+    n_updates = len(batches) if p.budget_granularity == "minibatch" else p.updates_per_rollout
+    updates = [_update(run, batches[u % len(batches)]) for u in range(n_updates if batches else 0)]
+    run.engine.update_weights(run.updater.module)
+    t3 = time.perf_counter()
+    row = _rollout_metrics(ro, zero_var)
+    row.update({k: float(np.mean([u[k] for u in updates])) for k in (updates[0] if updates else {})})
+    mm = mismatch(engine_lp, trainer_lp)
+    generated = sum(len(t) for t in ro.token_ids)
+    row.update({
+        "tokens_selected": float(sel.tokens_selected), "tokens_dropped": float(sel.tokens_dropped),
+        "responses_dropped": float(sel.responses_dropped), "responses_cut": float(sel.responses_cut),
+        "optimizer_steps": float(len(updates)), "lr": run.updater.lr,
+        "logprob_mismatch_abs": mm["logprob_abs_diff"], "logprob_mismatch_kl": mm["kl_k3"],
+        "time_rollout_s": t1 - t0, "time_reward_s": t2 - t1, "time_train_s": t3 - t2,
+        "time_step_s": t3 - t0, "tokens_generated": float(generated),
+        "tokens_per_s": generated / max(t3 - t0, 1e-9),
+    })
+    return row
+
+
+def evaluate(run: RLRun, val_tasks: Sequence[Mapping[str, Any]], step: int) -> dict[str, float]:
+    """Held-out accuracy/reward (greedy or ``eval_temperature``) with the shared verifier."""
+    p = run.params
+    if not val_tasks:
+        return {}
+    ro = rollout(run.engine, run.tokenizer, val_tasks, k=1, max_new_tokens=p.max_new_tokens,
+                 temperature=p.eval_temperature, top_p=1.0, seed=run.seed * 7919 + step)
+    ro.rewards, ro.correct = score(run.score_fn, ro.tasks, ro.texts, 1)
+    out = {"eval_accuracy": float(ro.correct.mean()), "eval_reward": float(ro.rewards.mean()),
+           "eval_response_len": float(np.mean([len(t) for t in ro.token_ids]))}
+    domains = np.array([str(t["domain"]) for t in ro.tasks])
+    for d in sorted(set(domains)):
+        out[f"eval_accuracy_{d}"] = float(ro.correct[domains == d].mean())
+    return out
+
+
+@dataclass
+class History:
+    """What the loop produced: one metrics row per step and one per evaluation."""
+
+    steps: list[dict[str, float]] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+
+
+def train(run: RLRun, val_tasks: Sequence[Mapping[str, Any]], resume_dir: Path | None,
+          fingerprint: str, on_step: Callable[[int, dict[str, float]], None] = lambda s, m: None,
+          ) -> History:
+    """Run steps until ``params.steps``, resuming from ``resume_dir`` when it holds a state
+    with the same ``fingerprint`` (params + seed + start model). ``on_step`` gets every
+    metrics row (also the re-played rows of a resumed run) as it is produced."""
+    p = run.params
+    start, hist = 0, History()
+    state = checkpoint.load(resume_dir, run.updater, fingerprint) if resume_dir else None
+    if state is not None:
+        start, hist = state.step, History(list(state.steps), list(state.evals))
+        run.engine.update_weights(run.updater.module)  # a vLLM engine holds its own copy
+        replay = [e for e in hist.evals if e["step"] == 0] + hist.steps
+        for row in replay:
+            on_step(int(row["step"]), {k: v for k, v in row.items() if k != "step"})
+    else:
+        first = {"step": 0, **evaluate(run, val_tasks, 0)}
+        hist.evals.append(first)
+        on_step(0, {k: v for k, v in first.items() if k != "step"})
+    kill_at = int(os.environ.get(FAULT_ENV, "-1"))
+    for step in tqdm(range(start + 1, p.steps + 1), desc="rl", initial=start, total=p.steps):
+        row = rl_step(run, step)
+        if step % p.eval_every == 0 or step == p.steps:
+            ev = evaluate(run, val_tasks, step)
+            hist.evals.append({"step": step, **ev})
+            row.update(ev)
+        hist.steps.append({"step": step, **row})
+        on_step(step, row)
+        if resume_dir and (step == p.steps or (p.checkpoint_every and
+                                               step % p.checkpoint_every == 0)):
+            checkpoint.save(resume_dir, run.updater, fingerprint, step, hist.steps, hist.evals)
+            if step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+    return hist

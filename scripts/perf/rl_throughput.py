@@ -1,0 +1,143 @@
+"""RL throughput: our C3PO step vs TRL's GRPOTrainer, side by side, same model/prompts/CPU.
+
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/perf/rl_throughput.py [--steps 4] [--k 8]
+
+Both sides: the same tiny qwen2_moe (``pipeline.engines.fixtures.tiny_trained_moe``), the same
+toy prompts (L per step), K samples each at temperature 1.0, the same max new tokens, one
+optimizer step per rollout batch, the same toy reward, the same threads. The first step of each
+side is a warm-up and not timed. Prints response tokens/s for both and the ratio (target >= 3x),
+then the coefficient of variation (std/mean) of tokens per optimizer step and of step time for
+C3PO (``normaliser=budget``) vs ``token_mean`` on our loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from pipeline.engines import make_engine  # noqa: E402
+from pipeline.engines.fixtures import tiny_trained_moe, toy_examples  # noqa: E402
+from pipeline.model.chat import format_prompt  # noqa: E402
+from pipeline.rl.optim import make_updater  # noqa: E402
+from pipeline.rl.params import RLOptim, RLParams  # noqa: E402
+from pipeline.rl.trainer import RLRun, rl_step  # noqa: E402
+from pipeline.verify.result import Score  # noqa: E402
+
+
+def toy_tasks() -> list[dict]:
+    return [{"id": str(i), "domain": "math", "prompt": p, "answer": r.split("boxed{")[1][:-1]}
+            for i, (p, r) in enumerate(toy_examples())]
+
+
+def toy_score(tasks, texts):
+    hits = [f"\\boxed{{{t['answer']}}}" in x for t, x in zip(tasks, texts, strict=True)]
+    return [Score(float(h), h, "") for h in hits]
+
+
+def ours(args, normaliser: str = "budget") -> dict:
+    """Timed steps of our loop; returns tokens/s and per-step tokens/time lists."""
+    p = RLParams(steps=args.steps + 1, prompts_per_step=args.prompts, samples_per_prompt=args.k,
+                 max_new_tokens=args.max_new_tokens, token_budget=args.budget,
+                 normaliser=normaliser, drop_zero_variance=False, deepspeed=args.deepspeed,
+                 updates_per_rollout=1,
+                 optim=RLOptim(lr=1e-3))
+    torch.manual_seed(0)
+    model, tok = tiny_trained_moe()
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    model.train()
+    upd = make_updater(model, p.optim, p.steps, p.deepspeed)
+    run = RLRun(p, 0, tok, upd, ref, make_engine("torch", model=upd.module, tokenizer=tok),
+                toy_tasks(), toy_score)
+    rl_step(run, 0)  # warm-up
+    rows = [rl_step(run, s) for s in range(1, args.steps + 1)]
+    gen = sum(r["tokens_generated"] for r in rows)
+    secs = sum(r["time_step_s"] for r in rows)
+    return {"tokens_per_s": gen / secs, "tokens_trained": [r["tokens_trained"] for r in rows],
+            "train_s": [r["time_train_s"] for r in rows], "step_s": [r["time_step_s"] for r in rows]}
+
+
+def trl(args) -> dict:
+    """Timed GRPOTrainer steps (after one warm-up step) on the same setup."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    torch.manual_seed(0)
+    model, tok = tiny_trained_moe()
+    tasks = toy_tasks()
+    rows = [tasks[i % len(tasks)] for i in range((args.steps + 1) * args.prompts)]
+    ds = Dataset.from_list([{"prompt": format_prompt(tok, t["prompt"]), "answer": t["answer"]}
+                            for t in rows])
+
+    def reward(prompts, completions, answer, **_):
+        return [float(f"\\boxed{{{a}}}" in c) for c, a in zip(completions, answer, strict=True)]
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.starts, self.ends = [], []
+
+        def on_step_begin(self, *a, **k):
+            self.starts.append(time.perf_counter())
+
+        def on_step_end(self, *a, **k):
+            self.ends.append(time.perf_counter())
+
+    cfg = GRPOConfig(
+        output_dir=str(Path(args.tmp) / "trl"), use_cpu=True, report_to="none",
+        per_device_train_batch_size=args.prompts * args.k, num_generations=args.k,
+        max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0,
+        learning_rate=1e-3, max_steps=args.steps + 1, logging_steps=1, save_strategy="no",
+        beta=0.0, bf16=False, shuffle_dataset=False, seed=0, dataloader_num_workers=0,
+    )
+    clock = Clock()
+    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=ds,
+                          processing_class=tok, callbacks=[clock])
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "completions/mean_length" in h]
+    lengths = [h["completions/mean_length"] * args.prompts * args.k for h in logs][1:]
+    secs = [e - s for s, e in zip(clock.starts, clock.ends, strict=True)][1:]
+    return {"tokens_per_s": sum(lengths) / sum(secs), "step_s": secs}
+
+
+def cv(xs) -> float:
+    xs = np.asarray(xs, dtype=np.float64)
+    return float(xs.std() / xs.mean()) if xs.mean() else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--budget", type=int, default=512)
+    ap.add_argument("--deepspeed", action="store_true", help="our side through DeepSpeed")
+    ap.add_argument("--tmp", default=".cache/perf")
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    c3po, dapo, other = ours(args, "budget"), ours(args, "token_mean"), trl(args)
+    print(f"setup: L={args.prompts} K={args.k} max_new_tokens={args.max_new_tokens} "
+          f"Φ={args.budget} steps={args.steps} threads={torch.get_num_threads()}")
+    print(f"ours (C3PO) response tokens/s: {c3po['tokens_per_s']:.0f}")
+    print(f"TRL GRPOTrainer response tokens/s: {other['tokens_per_s']:.0f}")
+    print(f"ratio ours/TRL: {c3po['tokens_per_s'] / other['tokens_per_s']:.2f}x (target >= 3x)")
+    print("coefficient of variation          C3PO (budget)   token_mean")
+    print(f"  tokens per optimizer step       {cv(c3po['tokens_trained']):13.3f}   "
+          f"{cv(dapo['tokens_trained']):10.3f}")
+    print(f"  train time per step             {cv(c3po['train_s']):13.3f}   {cv(dapo['train_s']):10.3f}")
+    print(f"  whole step time                 {cv(c3po['step_s']):13.3f}   {cv(dapo['step_s']):10.3f}")
+
+
+if __name__ == "__main__":
+    main()

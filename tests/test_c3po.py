@@ -1,0 +1,88 @@
+"""C3PO loss on hand-computed examples (every normaliser, a cut response, clip, k3 KL)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pipeline.rl.c3po import c3po_loss, normalise
+
+# Two responses of 3 tokens. Response 0 (A=+1) is whole; response 1 (A=-2) was cut after
+# 2 tokens by the budget, so its 3rd token (ratio 3.0) must not count.
+RATIOS = [[1.5, 0.9, 1.0], [0.5, 1.1, 3.0]]
+MASK = [[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]
+ADV = [1.0, -2.0]
+# Clipped surrogate by hand (eps 0.2):
+#   r0: min(1.5, 1.2)=1.2, min(0.9, 0.9)=0.9, 1.0             -> 3.1 (token 0 clipped)
+#   r1: min(-1.0, -1.6)=-1.6, min(-2.2, -2.2)=-2.2              -> -3.8 (token 0 clipped)
+# k3 KL only at r0 token 1 where ref - logp = ln 2: 2 - ln 2 - 1 = 1 - ln 2; beta = 0.1.
+KL_TOKEN = 1.0 - math.log(2.0)
+BETA = 0.1
+TOTAL = 3.1 - 3.8 - BETA * KL_TOKEN  # sum over selected tokens of [surrogate - beta KL]
+
+
+def _inputs():
+    old = torch.full((2, 3), -1.0)
+    logp = (old + torch.log(torch.tensor(RATIOS))).requires_grad_(True)
+    ref = logp.detach().clone()
+    ref[0, 1] += math.log(2.0)
+    return logp, old, ref, torch.tensor(ADV), torch.tensor(MASK)
+
+
+@pytest.mark.parametrize(
+    ("normaliser", "budget", "expected"),
+    [
+        ("budget", 10, -TOTAL / 10),
+        ("token_mean", None, -TOTAL / 5),
+        ("seq_mean", None, -((3.1 - BETA * KL_TOKEN) / 3 + (-3.8) / 2) / 2),
+    ],
+)
+def test_loss_each_normaliser(normaliser, budget, expected):
+    logp, old, ref, adv, mask = _inputs()
+    loss, stats = c3po_loss(logp, old, ref, adv, mask, normaliser=normaliser, budget=budget,
+                            clip_eps=0.2, kl_coef=BETA)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert stats.tokens == 5
+    assert stats.clip_fraction == pytest.approx(2 / 5)
+    assert stats.kl == pytest.approx(KL_TOKEN / 5, rel=1e-5)
+
+
+def test_budget_gradient_is_minus_a_r_over_phi():
+    # unclipped token: d/dlogp [r A] = r A, so dL/dlogp = -r A / Phi; clipped tokens give 0.
+    logp, old, ref, adv, mask = _inputs()
+    loss, _ = c3po_loss(logp, old, logp.detach(), adv, mask, normaliser="budget", budget=10,
+                        clip_eps=0.2, kl_coef=0.0)
+    loss.backward()
+    g = logp.grad
+    assert g[0, 1].item() == pytest.approx(-0.9 * 1.0 / 10, rel=1e-5)
+    assert g[1, 1].item() == pytest.approx(-1.1 * -2.0 / 10, rel=1e-5)
+    assert g[0, 0].item() == 0.0 and g[1, 0].item() == 0.0  # clipped
+    assert g[1, 2].item() == 0.0  # cut away by the budget
+
+
+def test_zero_advantage_gives_zero_policy_gradient():
+    logp, old, ref, _, mask = _inputs()
+    loss, _ = c3po_loss(logp, old, ref, torch.zeros(2), mask, normaliser="budget", budget=4,
+                        kl_coef=0.0)
+    loss.backward()
+    assert torch.count_nonzero(logp.grad) == 0
+    assert loss.item() == 0.0
+
+
+def test_budget_normaliser_is_constant_while_token_mean_is_not():
+    # Doubling the selected tokens doubles a budget-normalised sum; token_mean stays a mean.
+    x = torch.ones(1, 4)
+    half, full = torch.tensor([[1.0, 1.0, 0.0, 0.0]]), torch.ones(1, 4)
+    assert normalise(x, full, "budget", 8).item() == 2 * normalise(x, half, "budget", 8).item()
+    assert normalise(x, full, "token_mean", None).item() == 1.0
+    assert normalise(x, half, "token_mean", None).item() == 1.0
+
+
+def test_bad_arguments_raise():
+    x, m = torch.ones(1, 2), torch.ones(1, 2)
+    with pytest.raises(ValueError, match="budget"):
+        normalise(x, m, "budget", None)
+    with pytest.raises(ValueError, match="unknown normaliser"):
+        normalise(x, m, "sum", None)  # type: ignore[arg-type]
