@@ -128,9 +128,14 @@ class StageRun:
             self._mlflow.log_artifact(str(p), artifact_path=artifact_path)
 
     def table(self, rows: Any, artifact_file: str) -> None:
-        """Log a table (polars/pandas frame or dict of columns) as an MLflow table artifact."""
+        """Log a table (polars/pandas frame, dict of columns, or list of row dicts) as an MLflow
+        table artifact."""
         if not self._mlflow:
             return
+        if isinstance(rows, list):
+            import pandas as pd
+
+            rows = pd.DataFrame(rows)
         if hasattr(rows, "to_pandas"):
             rows = rows.to_pandas()
         self._mlflow.log_table(data=rows, artifact_file=artifact_file)

@@ -72,3 +72,22 @@ def test_tracking_off_is_a_noop(store, monkeypatch):
     assert run.run_id is None
     assert not (store / "mlflow.db").exists()
     assert run.steps == [{"step": 0, "loss": 1.0}]
+
+
+def test_table_accepts_rows_frames_and_columns(store):
+    import polars as pl
+
+    with tracking.stage_run("bench", {}) as run:
+        run.table([{"a": 1, "b": "x"}, {"a": 2, "b": "y"}], "rows.json")
+        run.table(pl.DataFrame({"a": [3]}), "frame.json")
+        run.table({"a": [4, 5]}, "cols.json")
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking.tracking_uri(store))
+    path = client.download_artifacts(run.run_id, "rows.json", str(store))
+    data = json.loads(open(path).read())
+    assert data["columns"] == ["a", "b"] and data["data"] == [[1, "x"], [2, "y"]]
+    assert {a.path for a in client.list_artifacts(run.run_id)} == {"rows.json", "frame.json",
+                                                                   "cols.json"}

@@ -1,0 +1,1 @@
+"""Training plumbing shared by SFT and RL: DeepSpeed engine setup, sequence packing, SFT loop."""
