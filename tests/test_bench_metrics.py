@@ -89,3 +89,24 @@ def test_group_metrics_and_table():
     assert "curated: 2 problems, 4 samples per model" in table
     fig = bar_chart(m, ["sft", "rl"])
     assert len(fig.axes[0].patches) == 4  # 2 models x 2 benchmarks
+
+
+def test_group_rollup_pools_domains_of_one_rl_group():
+    from pipeline.bench.report import group_rollup
+
+    rows = [  # math: problem a 2/2, b 0/2; sudoku: c 1/2; ifeval: d 1/2
+        *({"model": "m", "task_id": "a", "domain": "math", "correct": True} for _ in range(2)),
+        *({"model": "m", "task_id": "b", "domain": "math", "correct": False} for _ in range(2)),
+        {"model": "m", "task_id": "c", "domain": "sudoku", "correct": True},
+        {"model": "m", "task_id": "c", "domain": "sudoku", "correct": False},
+        {"model": "m", "task_id": "d", "domain": "ifeval", "correct": False},
+        {"model": "m", "task_id": "d", "domain": "ifeval", "correct": True},
+    ]
+    out = group_rollup(rows, [1, 2])["m"]
+    assert set(out) == {"all_reasoning", "all_general"}
+    r = out["all_reasoning"]
+    assert r["problems"] == 3 and r["samples"] == 6
+    assert r["avg_at_k"] == pytest.approx((1.0 + 0.0 + 0.5) / 3)
+    assert r["pass_at_2"] == pytest.approx((1 + 0 + 1) / 3)
+    assert r["domains"]["math"]["avg_at_k"] == pytest.approx(0.5)
+    assert out["all_general"]["avg_at_k"] == pytest.approx(0.5)

@@ -218,3 +218,17 @@ def test_stage_main_writes_outputs_with_real_verifier(tmp_path, monkeypatch):
     assert (rep / "reward_curve.png").stat().st_size > 1000
     loaded, _ = load_model(out)  # the final folder is a loadable HF checkpoint
     assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_stratified_eval_sample_covers_every_domain_deterministically():
+    from pipeline.rl.stage import stratified
+
+    rows = [{"id": f"a{i}", "domain": "a"} for i in range(10)] + [
+        {"id": f"b{i}", "domain": "b"} for i in range(2)] + [
+        {"id": f"c{i}", "domain": "c"} for i in range(10)]
+    got = stratified(rows, 7, seed=3)
+    counts = {d: sum(r["domain"] == d for r in got) for d in "abc"}
+    assert counts == {"a": 3, "b": 2, "c": 2}  # turns a,b,c,a,b,c then a (b runs out)
+    assert got == stratified(rows, 7, seed=3)
+    assert len({r["id"] for r in got}) == 7
+    assert stratified(rows, 100, seed=3).__len__() == 22

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline.bench.metrics import summarize
+from pipeline.schema import domain_group
 
 
 def group_metrics(
@@ -26,6 +27,28 @@ def group_metrics(
         entry = summarize(every, ks)
         entry["domains"] = {d: summarize(v.values(), ks) for d, v in sorted(cells.items())}
         out.setdefault(model, {})[bench] = entry
+    return out
+
+
+def group_rollup(
+    samples: Sequence[dict[str, Any]], ks: Sequence[int]
+) -> dict[str, dict[str, Any]]:
+    """{model: {"all_reasoning": ..., "all_general": ...}}: every problem of the domains of one
+    RL group (``schema.domain_group``) pooled, each problem weighing the same; same shape as a
+    benchmark entry of :func:`group_metrics`, so it shows up as a table column."""
+    per: dict[tuple[str, str], dict[str, list[bool]]] = {}
+    for s in samples:
+        key = (s["model"], f"all_{domain_group(s['domain'])}")
+        per.setdefault(key, {}).setdefault(s["task_id"], []).append(bool(s["correct"]))
+    domains: dict[str, str] = {s["task_id"]: s["domain"] for s in samples}
+    out: dict[str, dict[str, Any]] = {}
+    for (model, group), cells in sorted(per.items()):
+        entry = summarize(cells.values(), ks)
+        by_domain: dict[str, list[list[bool]]] = {}
+        for tid, c in cells.items():
+            by_domain.setdefault(domains[tid], []).append(c)
+        entry["domains"] = {d: summarize(v, ks) for d, v in sorted(by_domain.items())}
+        out.setdefault(model, {})[group] = entry
     return out
 
 

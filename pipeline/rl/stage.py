@@ -16,6 +16,7 @@ import argparse
 import copy
 import hashlib
 import json
+import random
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -52,6 +53,25 @@ def read_tasks(path: str, group: str | None = None) -> list[dict[str, Any]]:
     df = validate(pl.read_parquet(path), TASK, path)
     rows = df.to_dicts()
     return [r for r in rows if group is None or domain_group(r["domain"]) == group]
+
+
+def stratified(rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """A seeded sample of ``n`` rows taking the domains in turn, so every domain of the group
+    is evaluated (val files are grouped by domain; their first rows are one domain only)."""
+    by_domain: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_domain.setdefault(r["domain"], []).append(r)
+    queues = []
+    for d in sorted(by_domain):
+        q = list(by_domain[d])
+        random.Random(f"{seed}:{d}").shuffle(q)
+        queues.append(q)
+    out: list[dict[str, Any]] = []
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
 
 
 def fingerprint(params: RLParams, seed: int, model_dir: str, tasks: str) -> str:
@@ -144,7 +164,7 @@ def main_for(stage: str, group: str, argv: Sequence[str] | None = None) -> dict[
     params = load_section(stage, RLParams, args.params)
     seed = load_seed(args.params)
     tasks = read_tasks(args.tasks)
-    val = read_tasks(args.val, group)[: params.eval_tasks]
+    val = stratified(read_tasks(args.val, group), params.eval_tasks, seed)
     out, reports = Path(args.out), Path(args.report_dir)
     with stage_run(stage, params) as tracker:
         tracker.dataset(pl.DataFrame(tasks), f"{stage}_tasks", args.tasks)

@@ -29,7 +29,7 @@ import polars as pl
 
 from pipeline.atomic import atomic_path, write_json, write_parquet, write_text
 from pipeline.bench.loaders import load_benchmark
-from pipeline.bench.report import bar_chart, group_metrics, markdown_table
+from pipeline.bench.report import bar_chart, group_metrics, group_rollup, markdown_table
 from pipeline.bench.sampling import Sampling, sample_and_score
 from pipeline.params import load_section, load_seed
 from pipeline.schema import SAMPLE, TASK, frame, validate
@@ -148,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         samples = [s for name, path in models.items()
                    for s in evaluate(name, path, tasks, p, seed, run)]
         metrics = group_metrics(samples, owner, p.pass_k)
+        for model, groups in group_rollup(samples, p.pass_k).items():
+            metrics[model].update(groups)
         if skipped:
             metrics["_skipped_rows"] = skipped
         names = list(models)
