@@ -56,12 +56,18 @@ def test_bench_stage_metrics_reports_and_registry(tmp_path, monkeypatch):
     assert samples.height == 2 * 6 * 3  # models x problems (3 math + 2 countdown + 1 gsm8k) x k
     metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     assert set(metrics) == {"base", "final"}
-    assert set(metrics["final"]) == {"math", "countdown", "gsm8k"}  # curated: one per source
+    # curated: one benchmark per source; plus the pooled RL-group column (all reasoning here)
+    assert set(metrics["final"]) == {"math", "countdown", "gsm8k", "all_reasoning"}
     # recompute avg@k and pass@2 of every cell from the samples, independently of the stage
     owner = {t["id"]: t["source"].split(":", 1)[1] for t in tasks}
     per = samples.with_columns(pl.col("task_id").replace_strict(owner, default="gsm8k")
                                .alias("bench")).group_by("model", "bench", "task_id").agg(
         pl.col("correct").sum().alias("c"), pl.len().alias("n"))
+    for (m,), g in per.group_by("model"):
+        pooled = g.group_by("task_id").agg(pl.col("c").sum(), pl.col("n").sum())
+        assert metrics[m]["all_reasoning"]["problems"] == 6
+        assert metrics[m]["all_reasoning"]["avg_at_k"] == pytest.approx(
+            float((pooled["c"] / pooled["n"]).mean()))
     for (m, b), g in per.group_by("model", "bench"):
         cell = metrics[m][b]
         assert cell["problems"] == g.height and cell["samples"] == int(g["n"].sum())
@@ -69,7 +75,7 @@ def test_bench_stage_metrics_reports_and_registry(tmp_path, monkeypatch):
         want = sum(pass_at_k(n, c, 2) for n, c in zip(g["n"], g["c"], strict=True)) / g.height
         assert cell["pass_at_2"] == pytest.approx(want)
     table = (tmp_path / "rep" / "table.md").read_text()
-    assert table.splitlines()[0].startswith("| model | countdown |")
+    assert table.splitlines()[0].startswith("| model | all_reasoning | countdown |")
     assert [ln.split(" |")[0] for ln in table.splitlines()[2:4]] == ["| base", "| final"]
     assert (tmp_path / "rep" / "chart.png").stat().st_size > 1000
 

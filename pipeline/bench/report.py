@@ -61,7 +61,8 @@ def markdown_table(metrics: Mapping[str, Mapping[str, Any]], models: Sequence[st
             domains.setdefault(bench, set()).update(entry["domains"])
     cols: list[tuple[str, str | None]] = []
     for bench, ds in domains.items():  # a domain column only where a benchmark mixes domains
-        cols += [(bench, None)] + ([(bench, d) for d in ds] if len(ds) > 1 else [])
+        split = len(ds) > 1 and not bench.startswith("all_")  # rollups repeat other columns
+        cols += [(bench, None)] + ([(bench, d) for d in sorted(ds)] if split else [])
     cols.sort(key=lambda c: (c[0], c[1] or ""))
     names = [b if d is None else f"{b}/{d}" for b, d in cols]
     lines = ["| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(cols)]
