@@ -3,7 +3,7 @@ from typing import Literal
 
 import pytest
 
-from pipeline.params import ParamsError, build, load_seed, load_section
+from pipeline.params import ParamsError, build, load_section, load_seed
 
 
 @dataclass(frozen=True)
