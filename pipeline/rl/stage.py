@@ -164,6 +164,9 @@ def main_for(stage: str, group: str, argv: Sequence[str] | None = None) -> dict[
     params = load_section(stage, RLParams, args.params)
     seed = load_seed(args.params)
     tasks = read_tasks(args.tasks)
+    if not tasks:
+        raise SystemExit(f"{stage}: {args.tasks} holds no tasks (the difficulty stage kept none; "
+                         "see its stats.json and the difficulty params)")
     val = stratified(read_tasks(args.val, group), params.eval_tasks, seed)
     out, reports = Path(args.out), Path(args.report_dir)
     with stage_run(stage, params) as tracker:
