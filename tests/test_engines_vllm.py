@@ -117,3 +117,20 @@ def test_vllm_weight_sync_exact_for_moe(setup, prompts, tmp_path):
     assert_same_greedy(engine.generate(prompts, **GREEDY), torch_newer)
 
     engine.update_weights(model)  # leave the shared engine as the other tests expect it
+
+
+def test_vllm_seeded_batch_larger_than_one_step_of_tokens(setup):
+    """Hundreds of seeded prompts in one call (an RL rollout batch): more prompt tokens than
+    vLLM's CPU default step budget (4,096), which used to split a prompt and crash the engine
+    ("CPU Generator does not use offset"). The engine prefills prompts whole on CPU."""
+    model, tok, engine, _ = setup
+    base = [format_prompt(tok, f"{q} Think it through, step by step, then answer.")
+            for q in QUESTIONS]
+    many = [base[i % len(base)] for i in range(240)]
+    prompt_tokens = sum(len(tok.encode(p, add_special_tokens=False)) for p in many)
+    assert prompt_tokens > 4096
+    args = dict(n=2, max_new_tokens=4, temperature=1.0, top_p=1.0, seed=7)
+    first = engine.generate(many, **args)
+    assert len(first) == len(many) and all(len(g) == 2 for g in first)
+    again = engine.generate(many, **args)
+    assert [[c.token_ids for c in g] for g in first] == [[c.token_ids for c in g] for g in again]

@@ -29,6 +29,7 @@ import re
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -97,6 +98,28 @@ def _default_dtype() -> str:
     return "bfloat16" if torch.cuda.is_available() else "float32"
 
 
+CPU_MAX_NUM_SEQS = 256  # vLLM's CPU default for the offline LLM class
+
+
+def _cpu_scheduler_kwargs(model_path: str, max_model_len: int | None) -> dict[str, Any]:
+    """No chunked prefill on CPU: every scheduled prompt is prefilled whole.
+
+    vLLM's CPU default token budget (4,096 per step) splits a prompt that does not fit into
+    what is left of a step; the model runner then rewinds that request's seeded generator with
+    ``set_offset``, which CPU generators do not have ("CPU Generator does not use offset"), and
+    the engine dies. Seeded rollouts of a few hundred prompts hit this. A budget of
+    max_num_seqs x max_model_len tokens per step can never split a prompt.
+    """
+    if max_model_len is None:
+        import json
+
+        config = Path(model_path) / "config.json"
+        cfg = json.loads(config.read_text()) if config.is_file() else {}
+        max_model_len = int(cfg.get("max_position_embeddings", 4096))
+    return {"enable_chunked_prefill": False, "max_num_seqs": CPU_MAX_NUM_SEQS,
+            "max_num_batched_tokens": CPU_MAX_NUM_SEQS * max_model_len}
+
+
 class VllmEngine:
     """GenerationEngine over ``vllm.LLM`` (see module docstring).
 
@@ -135,6 +158,8 @@ class VllmEngine:
         )
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
+        if not torch.cuda.is_available():
+            kwargs.update(_cpu_scheduler_kwargs(model_path, max_model_len))
         kwargs.update(llm_kwargs or {})
         start = time.perf_counter()
         self.llm = LLM(**kwargs)
