@@ -7,6 +7,7 @@ process of the kill -9 resume test.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import signal
@@ -25,6 +26,9 @@ from pipeline.engines.fixtures import tiny_trained_moe, toy_examples  # noqa: E4
 from pipeline.model.checkpoint import load_model, save_checkpoint  # noqa: E402
 from pipeline.rl.optim import make_updater  # noqa: E402
 from pipeline.rl.params import RLOptim, RLParams  # noqa: E402
+from pipeline.rl import trainer  # noqa: E402
+from pipeline.rl.budget import group_advantages  # noqa: E402
+from pipeline.rl.rollout import rollout, score  # noqa: E402
 from pipeline.rl.trainer import FAULT_ENV, RLRun, rl_step, train  # noqa: E402
 from pipeline.verify.result import Score  # noqa: E402
 
@@ -115,6 +119,58 @@ def test_second_update_sees_a_real_ratio():
     row = rl_step(make_run(p), 1)
     assert row["optimizer_steps"] == 2
     assert abs(row["ratio_mean"] - 1.0) > 1e-4
+
+
+class _GradOnly:
+    """An updater that only back-propagates (records the gradient, never steps)."""
+
+    def __init__(self, module):
+        self.module, self.grads = module, None
+
+    def forward_model(self):
+        return self.module
+
+    def step(self, loss):
+        self.module.zero_grad(set_to_none=True)
+        loss.backward()
+        self.grads = {n: t.grad.clone() for n, t in self.module.named_parameters()
+                      if t.grad is not None}
+        return 0.0
+
+
+@pytest.mark.parametrize("normaliser", ["budget", "token_mean", "seq_mean"])
+def test_chunked_update_equals_one_pass(normaliser):
+    # The update's forward runs in length-sorted chunks of forward_rows rows; the loss (and so
+    # the gradient) must equal one forward over the whole mini-batch. MoE losses are off: they
+    # are averaged over chunks, not summed, so only the policy/KL/entropy terms are exact.
+    base = RLParams(**SMALL, token_budget=150, drop_zero_variance=False, deepspeed=False,
+                    normaliser=normaliser, balance_coef=0.0, z_coef=0.0, entropy_coef=0.01,
+                    kl_coef=0.1)
+    run = make_run(base)
+    tasks = run.tasks[:4]
+    ro = rollout(run.engine, run.tokenizer, tasks, k=4, max_new_tokens=24, temperature=1.0,
+                 top_p=1.0, seed=5)
+    ro.rewards, ro.correct = score(run.score_fn, ro.tasks, ro.texts, ro.k)
+    adv, zero_var = group_advantages(ro.rewards)
+    sel = trainer._select(run, ro, zero_var, 1)
+    with torch.no_grad():  # move the policy off the reference so ratio and KL are not trivial
+        for t in run.updater.module.parameters():
+            t.add_(1e-2 * torch.randn_like(t))
+    mb = trainer._minibatch(run, ro, adv, sel.minibatches[0])
+    assert len({len(c) for c in mb.completion_ids}) > 1 and len(mb.completion_ids) > 6
+    out = {}
+    for rows in (1000, 3):
+        run.params = dataclasses.replace(base, forward_rows=rows)
+        run.updater = _GradOnly(run.updater.module)
+        stats = trainer._update(run, mb)
+        out[rows] = (stats, run.updater.grads)
+    (one, g1), (chunked, g3) = out[1000], out[3]
+    assert one["loss"] == pytest.approx(chunked["loss"], rel=1e-5, abs=1e-7)
+    for k in ("kl", "entropy", "ratio_mean", "tokens_trained"):
+        assert one[k] == pytest.approx(chunked[k], rel=1e-5)
+    assert g1.keys() == g3.keys()
+    for n in g1:
+        torch.testing.assert_close(g3[n], g1[n], rtol=1e-4, atol=1e-7)
 
 
 def _comparable(rows: list[dict]) -> list[dict]:

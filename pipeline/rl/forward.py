@@ -56,18 +56,34 @@ def policy_forward(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
     return Forward(logp, entropy, mask, router, attention)
 
 
+def length_chunks(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
+                  rows: int) -> list[list[int]]:
+    """Row indices sorted by (prompt, response) length, in chunks of at most ``rows``.
+
+    Prompts are left-padded and responses right-padded to the widest row of a forward pass, so
+    one pass over a mixed batch pays for the longest prompt plus the longest response in every
+    row; length-sorted chunks pad each to its own neighbours only.
+    """
+    order = sorted(range(len(prompt_ids)), key=lambda i: (len(prompt_ids[i]),
+                                                          len(completion_ids[i])))
+    return [order[s:s + rows] for s in range(0, len(order), rows)]
+
+
 @torch.no_grad()
 def score_rows(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
                completion_ids: Sequence[Sequence[int]], pad_id: int, chunk: int
                ) -> list[torch.Tensor]:
-    """Per-row 1-D log-prob tensors, computed ``chunk`` rows at a time (no grad)."""
+    """Per-row 1-D log-prob tensors (input order), computed in length-sorted chunks of at most
+    ``chunk`` rows (no grad)."""
     was_training = model.training
     model.eval()
-    rows: list[torch.Tensor] = []
+    rows: list[torch.Tensor | None] = [None] * len(prompt_ids)
     try:
-        for s in range(0, len(prompt_ids), chunk):
-            f = policy_forward(model, prompt_ids[s:s + chunk], completion_ids[s:s + chunk], pad_id)
-            rows += [f.logp[i, : len(c)] for i, c in enumerate(completion_ids[s:s + chunk])]
+        for idx in length_chunks(prompt_ids, completion_ids, chunk):
+            comps = [completion_ids[i] for i in idx]
+            f = policy_forward(model, [prompt_ids[i] for i in idx], comps, pad_id)
+            for j, i in enumerate(idx):
+                rows[i] = f.logp[j, : len(comps[j])]
     finally:
         model.train(was_training)
-    return rows
+    return rows  # type: ignore[return-value]

@@ -37,7 +37,7 @@ from pipeline.engines.scoring import mismatch
 from pipeline.rl import checkpoint
 from pipeline.rl.budget import group_advantages, select_all, select_budget, walk_order
 from pipeline.rl.c3po import c3po_loss, normalise
-from pipeline.rl.forward import has_router, policy_forward, score_rows
+from pipeline.rl.forward import has_router, length_chunks, policy_forward, score_rows
 from pipeline.rl.params import RLParams
 from pipeline.rl.rollout import Rollout, ScoreFn, rollout, sample_tasks, score
 from pipeline.rl.router_losses import balance_loss, z_loss
@@ -102,27 +102,54 @@ def _minibatch(run: RLRun, ro: Rollout, adv: np.ndarray, pairs) -> MiniBatch:
 
 
 def _update(run: RLRun, mb: MiniBatch) -> dict[str, float]:
-    """One optimizer step on ``mb`` (step 6); returns its diagnostics."""
+    """One optimizer step on ``mb`` (step 6); returns its diagnostics.
+
+    The forward runs in length-sorted chunks (:func:`length_chunks`); the loss is the exact sum
+    of the chunks' shares: under ``budget`` every token counts 1/Φ in any chunk; ``token_mean``
+    divides every chunk by the mini-batch's token count; ``seq_mean`` weighs a chunk by its
+    share of the responses. The router losses (not sums over tokens) are averaged over chunks
+    weighted by their tokens.
+    """
     p, module = run.params, run.updater.module
     router = has_router(module) and (p.balance_coef > 0 or p.z_coef > 0)
-    f = policy_forward(run.updater.forward_model(), mb.prompt_ids, mb.completion_ids,
-                       run.pad_id, with_entropy=True, with_router=router)
-    pg, st = c3po_loss(f.logp, mb.old_logp, mb.ref_logp, mb.advantages, f.mask,
-                       normaliser=p.normaliser, budget=p.token_budget, clip_eps=p.clip_eps,
-                       kl_coef=p.kl_coef)
-    ent = normalise(f.entropy, f.mask, p.normaliser, p.token_budget)
-    loss = pg - p.entropy_coef * ent
-    bal = zl = torch.zeros(())
-    if router:
-        bal = balance_loss(f.router_logits, module.config.num_experts_per_tok, f.attention)
-        zl = z_loss(f.router_logits, f.attention)
-        loss = loss + p.balance_coef * bal + p.z_coef * zl
+    total_tokens = sum(len(c) for c in mb.completion_ids)
+    total_rows = len(mb.completion_ids)
+    norm, budget = ((p.normaliser, p.token_budget) if p.normaliser != "token_mean"
+                    else ("budget", max(total_tokens, 1)))
+    loss = torch.zeros(())
+    sums = {"kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0, "entropy": 0.0,
+            "balance_loss": 0.0, "z_loss": 0.0}
+    tokens = 0
+    for rows in length_chunks(mb.prompt_ids, mb.completion_ids, p.forward_rows):
+        comps = [mb.completion_ids[i] for i in rows]
+        width = max(len(c) for c in comps)
+        f = policy_forward(run.updater.forward_model(), [mb.prompt_ids[i] for i in rows], comps,
+                           run.pad_id, with_entropy=True, with_router=router)
+        pg, st = c3po_loss(f.logp, mb.old_logp[rows, :width], mb.ref_logp[rows, :width],
+                           mb.advantages[rows], f.mask, normaliser=norm, budget=budget,
+                           clip_eps=p.clip_eps, kl_coef=p.kl_coef)
+        ent = normalise(f.entropy, f.mask, norm, budget)
+        share = len(rows) / total_rows if norm == "seq_mean" else 1.0
+        part = share * (pg - p.entropy_coef * ent)
+        n = st.tokens
+        if router:
+            bal = balance_loss(f.router_logits, module.config.num_experts_per_tok, f.attention)
+            zl = z_loss(f.router_logits, f.attention)
+            w = n / max(total_tokens, 1)
+            part = part + w * (p.balance_coef * bal + p.z_coef * zl)
+            sums["balance_loss"] += w * float(bal.detach())
+            sums["z_loss"] += w * float(zl.detach())
+        loss = loss + part
+        tokens += n
+        for k in ("kl", "clip_fraction", "ratio_mean"):
+            sums[k] += getattr(st, k) * n
+        sums["entropy"] += float((f.entropy.detach() * f.mask).sum())
     gnorm = run.updater.step(loss)
-    return {"loss": float(loss.detach()), "grad_norm": gnorm, "kl": st.kl,
-            "clip_fraction": st.clip_fraction, "ratio_mean": st.ratio_mean,
-            "tokens_trained": float(st.tokens),
-            "entropy": float((f.entropy.detach() * f.mask).sum() / f.mask.sum().clamp(min=1)),
-            "balance_loss": float(bal.detach()), "z_loss": float(zl.detach())}
+    denom = max(tokens, 1)
+    return {"loss": float(loss.detach()), "grad_norm": gnorm,
+            **{k: sums[k] / denom for k in ("kl", "clip_fraction", "ratio_mean", "entropy")},
+            "tokens_trained": float(tokens),
+            "balance_loss": sums["balance_loss"], "z_loss": sums["z_loss"]}
 
 
 def _rollout_metrics(ro: Rollout, zero_var: np.ndarray) -> dict[str, float]:
