@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pipeline.engines import make_engine  # noqa: E402
-from pipeline.engines.fixtures import tiny_trained_moe, toy_examples  # noqa: E402
+from pipeline.engines.fixtures import save_model, tiny_trained_moe, toy_examples  # noqa: E402
 from pipeline.model.chat import format_prompt  # noqa: E402
 from pipeline.rl.optim import make_updater  # noqa: E402
 from pipeline.rl.params import RLOptim, RLParams  # noqa: E402
@@ -56,10 +56,15 @@ def ours(args, normaliser: str = "budget") -> dict:
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     model.train()
     upd = make_updater(model, p.optim, p.steps, p.deepspeed)
-    run = RLRun(p, 0, tok, upd, ref, make_engine("torch", model=upd.module, tokenizer=tok),
-                toy_tasks(), toy_score)
+    if args.engine == "vllm":  # rollouts from vLLM, synced to the live policy after each step
+        folder = save_model(model, tok, str(Path(args.tmp) / "ours_model"))
+        engine = make_engine("vllm", model_path=folder, model=upd.module)
+    else:
+        engine = make_engine("torch", model=upd.module, tokenizer=tok)
+    run = RLRun(p, 0, tok, upd, ref, engine, toy_tasks(), toy_score)
     rl_step(run, 0)  # warm-up
     rows = [rl_step(run, s) for s in range(1, args.steps + 1)]
+    engine.close()
     gen = sum(r["tokens_generated"] for r in rows)
     secs = sum(r["time_step_s"] for r in rows)
     return {"tokens_per_s": gen / secs, "tokens_trained": [r["tokens_trained"] for r in rows],
@@ -122,13 +127,16 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--budget", type=int, default=512)
     ap.add_argument("--deepspeed", action="store_true", help="our side through DeepSpeed")
+    ap.add_argument("--engine", choices=["torch", "vllm"], default="torch",
+                    help="our side's rollout engine (TRL always uses transformers generate)")
     ap.add_argument("--tmp", default=".cache/perf")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     c3po, dapo, other = ours(args, "budget"), ours(args, "token_mean"), trl(args)
     print(f"setup: L={args.prompts} K={args.k} max_new_tokens={args.max_new_tokens} "
-          f"Φ={args.budget} steps={args.steps} threads={torch.get_num_threads()}")
+          f"Φ={args.budget} steps={args.steps} threads={torch.get_num_threads()} "
+          f"our engine={args.engine}")
     print(f"ours (C3PO) response tokens/s: {c3po['tokens_per_s']:.0f}")
     print(f"TRL GRPOTrainer response tokens/s: {other['tokens_per_s']:.0f}")
     print(f"ratio ours/TRL: {c3po['tokens_per_s'] / other['tokens_per_s']:.2f}x (target >= 3x)")
