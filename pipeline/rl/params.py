@@ -60,7 +60,7 @@ class RLParams:
     optim: RLOptim = field(default_factory=RLOptim)
     deepspeed: bool = True  # False: plain torch AdamW (same schedule/clip), for quick tests
     engine: Literal["torch", "vllm"] = "torch"
-    forward_rows: int = 64  # rows per length-sorted forward chunk (scoring and update)
+    forward_rows: int = 32  # rows per length-sorted forward chunk (scoring and update)
     eval_every: int = 10  # held-out eval every N steps (and at step 0 and the end)
     eval_tasks: int = 64  # held-out tasks of the stage's domain group (first N of --val)
     eval_temperature: float = 0.0  # 0 = greedy
