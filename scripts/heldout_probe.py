@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     for m in args.model:
         cmd += ["--model", m]
     try:
-        return subprocess.call(cmd, cwd=REPO, env=os.environ.copy())
+        return subprocess.call(cmd, cwd=REPO)
     finally:
         os.unlink(f.name)
 

@@ -24,10 +24,10 @@ sys.path.insert(0, str(REPO))
 from pipeline.engines import make_engine  # noqa: E402
 from pipeline.engines.fixtures import tiny_trained_moe, toy_examples  # noqa: E402
 from pipeline.model.checkpoint import load_model, save_checkpoint  # noqa: E402
-from pipeline.rl.optim import make_updater  # noqa: E402
-from pipeline.rl.params import RLOptim, RLParams  # noqa: E402
 from pipeline.rl import trainer  # noqa: E402
 from pipeline.rl.budget import group_advantages  # noqa: E402
+from pipeline.rl.optim import make_updater  # noqa: E402
+from pipeline.rl.params import RLOptim, RLParams  # noqa: E402
 from pipeline.rl.rollout import rollout, score  # noqa: E402
 from pipeline.rl.trainer import FAULT_ENV, RLRun, rl_step, train  # noqa: E402
 from pipeline.verify.result import Score  # noqa: E402
@@ -153,7 +153,7 @@ def test_chunked_update_equals_one_pass(normaliser):
     ro.rewards, ro.correct = score(run.score_fn, ro.tasks, ro.texts, ro.k)
     adv, zero_var = group_advantages(ro.rewards)
     sel = trainer._select(run, ro, zero_var, 1)
-    with torch.no_grad():  # move the policy off the reference so ratio and KL are not trivial
+    with torch.no_grad():  # move the policy off the reference so the KL term is not zero
         for t in run.updater.module.parameters():
             t.add_(1e-2 * torch.randn_like(t))
     mb = trainer._minibatch(run, ro, adv, sel.minibatches[0])
