@@ -24,7 +24,6 @@ safetensors folder. Afterwards the prefix cache is reset (its KV blocks came fro
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -112,6 +111,8 @@ def _cpu_scheduler_kwargs(model_path: str, max_model_len: int | None) -> dict[st
     max_num_seqs x max_model_len tokens per step can never split a prompt.
     """
     if max_model_len is None:
+        import json
+
         config = Path(model_path) / "config.json"
         cfg = json.loads(config.read_text()) if config.is_file() else {}
         max_model_len = int(cfg.get("max_position_embeddings", 4096))
