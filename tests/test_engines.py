@@ -12,8 +12,10 @@ import math
 
 import pytest
 import torch
+from transformers import DynamicCache
 
 from pipeline.engines import Completion, make_engine
+from pipeline.engines.fast_decode import MoeDecoder, supported
 from pipeline.engines.fixtures import tiny_trained_moe
 from pipeline.engines.scoring import mismatch, token_entropy, token_logprobs
 from pipeline.engines.torch_engine import sample_next
@@ -135,6 +137,64 @@ def test_torch_batching_and_row_dropping_do_not_change_greedy(tiny, prompts):
         assert a[0].token_ids == b[0].token_ids and a[0].finish_reason == b[0].finish_reason
         assert max(abs(x - y) for x, y in zip(a[0].logprobs, b[0].logprobs, strict=True)) < 1e-5
     assert {r[0].finish_reason for r in batched_out} == {"stop", "length"}  # rows did drop out
+
+
+def test_fast_decode_equals_transformers_decode(tiny, prompts):
+    # The qwen2_moe fast path (fused weights, static cache, lazy row dropping) against the
+    # transformers forward with a DynamicCache: greedy tokens identical, log-probs equal to
+    # float32 rounding, over rows that stop at different steps.
+    model, tok = tiny
+    assert supported(model)
+    kw = dict(n=1, max_new_tokens=40, temperature=0.0, top_p=1.0, seed=0)
+    fast = make_engine("torch", model=model, tokenizer=tok).generate(prompts, **kw)
+    slow = make_engine("torch", model=model, tokenizer=tok, fast_decode=False).generate(
+        prompts, **kw)
+    assert len({len(r[0].token_ids) for r in fast}) > 1
+    for a, b in zip(fast, slow, strict=True):
+        assert a[0].token_ids == b[0].token_ids and a[0].finish_reason == b[0].finish_reason
+        assert max(abs(x - y) for x, y in zip(a[0].logprobs, b[0].logprobs, strict=True)) < 1e-5
+
+
+def test_fast_decode_step_logits_equal_full_forward(tiny, prompts):
+    # Decode steps over a left-padded batch vs one teacher-forced forward of prompt + tokens.
+    model, tok = tiny
+    rows = [tok.encode(p, add_special_tokens=False) for p in prompts[:4]]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
+    attention = (torch.arange(width)[None] >= torch.tensor([width - len(r) for r in rows])[:, None])
+    follow = torch.randint(5, len(tok), (4, 6), generator=torch.Generator().manual_seed(0))
+    full_ids = torch.cat([ids, follow], 1)
+    full_att = torch.cat([attention.long(), torch.ones(4, 6, dtype=torch.long)], 1)
+    pos = (full_att.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        want = model(input_ids=full_ids, attention_mask=full_att, position_ids=pos).logits
+        cache = DynamicCache(config=model.config)
+        model(input_ids=ids, attention_mask=attention.long(), position_ids=pos[:, :width],
+              past_key_values=cache, use_cache=True)
+    dec = MoeDecoder(model)
+    keys, values = dec.new_cache(cache, 4, width + 6)
+    mask = torch.zeros(4, width + 6).masked_fill_(
+        torch.cat([~attention, torch.zeros(4, 6, dtype=torch.bool)], 1), float("-inf"))
+    rope = dec.rope_table(width + 6, torch.device("cpu"))
+    for t in range(6):
+        got = dec.step(follow[:, t], pos[:, width + t], width + t, keys, values, mask, rope)
+        torch.testing.assert_close(got, want[:, width + t], rtol=1e-4, atol=1e-4)
+
+
+def test_fast_decode_falls_back_for_other_models(tiny, prompts):
+    # A dense qwen2 model is not handled by MoeDecoder: the engine decodes through transformers
+    # and still matches teacher forcing.
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = tiny[1]
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    dense = Qwen2ForCausalLM(cfg).eval()
+    assert not supported(dense)
+    check_logprobs_match_scoring(make_engine("torch", model=dense, tokenizer=tok), dense, tok,
+                                 prompts, 1.0)
 
 
 def test_torch_tiny_top_p_is_greedy(engine, prompts):

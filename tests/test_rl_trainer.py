@@ -26,6 +26,7 @@ from pipeline.engines.fixtures import tiny_trained_moe, toy_examples  # noqa: E4
 from pipeline.model.checkpoint import load_model, save_checkpoint  # noqa: E402
 from pipeline.rl import trainer  # noqa: E402
 from pipeline.rl.budget import group_advantages  # noqa: E402
+from pipeline.rl.forward import length_chunks, policy_forward  # noqa: E402
 from pipeline.rl.optim import make_updater  # noqa: E402
 from pipeline.rl.params import RLOptim, RLParams  # noqa: E402
 from pipeline.rl.rollout import rollout, score  # noqa: E402
@@ -71,15 +72,16 @@ def _one_thread():
 def test_two_steps_change_every_parameter_with_exact_budget():
     # Large budget share, no zero-variance dropping and strong MoE losses: every tensor gets
     # a gradient (balance loss reaches every router row; many tokens reach every expert).
-    p = RLParams(**SMALL, token_budget=120, drop_zero_variance=False, deepspeed=True,
+    p = RLParams(**{**SMALL, "prompts_per_step": 8}, token_budget=240, drop_zero_variance=False,
+                 deepspeed=True,
                  balance_coef=1e-2, z_coef=1e-3, optim=RLOptim(lr=1e-2, zero_stage=1))
     run = make_run(p)
     before = {n: t.detach().clone() for n, t in run.updater.module.named_parameters()}
     rows = [rl_step(run, s) for s in (1, 2)]
     for r in rows:
-        assert r["tokens_generated"] > 120  # supply exceeds Φ, so exactly Φ are trained
-        assert r["tokens_trained"] == 120 and r["tokens_selected"] == 120
-        assert r["tokens_dropped"] == r["tokens_generated"] - 120
+        assert r["tokens_generated"] > 240  # supply exceeds Φ, so exactly Φ are trained
+        assert r["tokens_trained"] == 240 and r["tokens_selected"] == 240
+        assert r["tokens_dropped"] == r["tokens_generated"] - 240
         assert r["logprob_mismatch_abs"] < 1e-4  # same torch model samples and trains
     unchanged = [n for n, t in run.updater.module.named_parameters()
                  if torch.equal(t.detach(), before[n])]
@@ -156,7 +158,7 @@ def test_chunked_update_equals_one_pass(normaliser):
     with torch.no_grad():  # move the policy off the reference so the KL term is not zero
         for t in run.updater.module.parameters():
             t.add_(1e-2 * torch.randn_like(t))
-    mb = trainer._minibatch(run, ro, adv, sel.minibatches[0])
+    mb = trainer._minibatch(run, ro, adv, sel.minibatches[0], score_old=True)
     assert len({len(c) for c in mb.completion_ids}) > 1 and len(mb.completion_ids) > 6
     out = {}
     for rows in (1000, 3):
@@ -171,6 +173,77 @@ def test_chunked_update_equals_one_pass(normaliser):
     assert g1.keys() == g3.keys()
     for n in g1:
         torch.testing.assert_close(g3[n], g1[n], rtol=1e-4, atol=1e-7)
+
+
+def test_shared_prompt_forward_equals_one_row_per_prompt():
+    # Groups of rows share a prompt: running each prompt once and repeating its KV cache must
+    # give the same log-probs, entropies and gradients as running every row in full.
+    model, tok = tiny_trained_moe()
+    g = torch.Generator().manual_seed(0)
+    prompts = [[int(x) for x in torch.randint(5, 200, (n,), generator=g)] for n in (7, 12, 9)]
+    rows_p, rows_c = [], []
+    for i, p in enumerate(prompts):
+        for j in range(3):  # responses of 1..11 tokens, one of 1 token (no second forward part)
+            rows_p.append(p)
+            n = 1 + (i * 3 + j * 5) % 11
+            rows_c.append([int(x) for x in torch.randint(5, 200, (n,), generator=g)])
+    out = {}
+    for share in (False, True):
+        model.zero_grad()
+        f = policy_forward(model, rows_p, rows_c, tok.pad_token_id, with_entropy=True,
+                           with_router=True, share_prompts=share)
+        weights = torch.linspace(-1, 1, f.logp.shape[1])
+        ((f.logp * weights).sum() + f.entropy.sum()).backward()
+        grads = {n: t.grad.clone() for n, t in model.named_parameters() if t.grad is not None}
+        out[share] = (f, grads)
+    (full, g_full), (shared, g_shared) = out[False], out[True]
+    torch.testing.assert_close(shared.logp, full.logp, rtol=0, atol=1e-5)
+    torch.testing.assert_close(shared.entropy, full.entropy, rtol=0, atol=1e-5)
+    assert torch.equal(shared.mask, full.mask)
+    assert g_full.keys() == g_shared.keys() and len(g_full) > 10
+    for n in g_full:  # float32 sums in another order: tolerance relative to the tensor's scale
+        scale = float(g_full[n].abs().max())
+        torch.testing.assert_close(g_shared[n], g_full[n], rtol=1e-4, atol=1e-4 * scale)
+    # router rows: each distinct prompt's tokens once, then the response tokens fed as input
+    # (the widest response's last token is never input; shorter rows feed all theirs)
+    width = max(len(c) for c in rows_c)
+    fed = sum(min(len(c), width - 1) for c in rows_c)
+    assert float(shared.attention.sum()) == sum(len(p) for p in prompts) + fed
+    assert shared.router_logits[0].shape[0] == shared.attention.numel()
+
+
+def test_length_chunks_keep_a_prompts_rows_together():
+    prompts = [[1, 2], [3, 4, 5], [1, 2], [6, 7], [3, 4, 5], [6, 7]]
+    comps = [[9] * n for n in (5, 1, 2, 3, 4, 1)]
+    # by prompt length, then prompt, then response length
+    assert length_chunks(prompts, comps, 10) == [[2, 0, 5, 3, 1, 4]]
+    assert length_chunks(prompts, comps, 4) == [[2, 0, 5, 3], [1, 4]]
+
+
+def test_first_update_supplies_old_logprobs():
+    # Without a scoring pass the first update takes its old log-probs from its own forward:
+    # the loss, the gradients and the stored old log-probs must equal the scored path's.
+    base = RLParams(**SMALL, token_budget=150, drop_zero_variance=False, deepspeed=False,
+                    kl_coef=0.1, entropy_coef=0.01, forward_rows=3)
+    run = make_run(base)
+    ro = rollout(run.engine, run.tokenizer, run.tasks[:4], k=4, max_new_tokens=24,
+                 temperature=1.0, top_p=1.0, seed=5)
+    ro.rewards, ro.correct = score(run.score_fn, ro.tasks, ro.texts, ro.k)
+    adv, zero_var = group_advantages(ro.rewards)
+    assert not zero_var.all()
+    pairs = trainer._select(run, ro, zero_var, 1).minibatches[0]
+    out = {}
+    for score_old in (True, False):
+        mb = trainer._minibatch(run, ro, adv, pairs, score_old=score_old)
+        assert (mb.old_logp is None) == (not score_old)
+        run.updater = _GradOnly(run.updater.module)
+        out[score_old] = (trainer._update(run, mb), run.updater.grads, mb.old_logp)
+    (scored, g_s, old_s), (inline, g_i, old_i) = out[True], out[False]
+    torch.testing.assert_close(old_i, old_s, rtol=0, atol=1e-5)
+    assert inline["loss"] == pytest.approx(scored["loss"], rel=1e-5, abs=1e-7)
+    assert inline["ratio_mean"] == 1.0 and inline["clip_fraction"] == 0.0
+    for n in g_s:
+        torch.testing.assert_close(g_i[n], g_s[n], rtol=1e-4, atol=1e-7)
 
 
 def _comparable(rows: list[dict]) -> list[dict]:

@@ -1,13 +1,18 @@
 """The torch generation engine: a transformers causal LM, our own batched decode loop.
 
 Works everywhere (CPU or GPU) and on an in-memory model (the live RL policy). Per call:
-1. every prompt is repeated ``n`` times; rows are decoded in chunks of ``batch_size``;
-2. a chunk is left-padded and prefilled once (KV cache: transformers ``DynamicCache``);
+1. prompts are decoded in chunks of ``max(1, batch_size // n)`` prompts, i.e. about
+   ``batch_size`` rows of ``n`` samples each;
+2. a chunk's distinct prompts are left-padded and prefilled once (KV cache: transformers
+   ``DynamicCache``), then the cache is repeated ``n`` times, one row per sample;
 3. each step samples one token per row from ``softmax(logits / T)`` restricted to the top-p
    nucleus, and records ``log_softmax(logits / T)[token]`` (no top-p truncation, see
    ``pipeline.engines`` for why);
 4. rows that emit EOS leave the batch (their KV rows are dropped), so late steps run on the
    rows still going; a row stops at EOS ("stop") or after ``max_new_tokens`` ("length").
+The decode steps of qwen2_moe models (the embedded default) run through
+:mod:`pipeline.engines.fast_decode` (same arithmetic, fewer ops, a static in-place KV cache);
+other models, or ``fast_decode=False``, decode through the transformers forward.
 Seeded by a ``torch.Generator`` per chunk: the same call with the same seed gives the same
 samples. A progress bar shows for calls with more than ``progress_min_rows`` rows.
 """
@@ -23,6 +28,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from pipeline.engines import Completion, check_prompts, check_sampling_args
+from pipeline.engines.fast_decode import MoeDecoder, supported
 from pipeline.engines.scoring import positions
 
 
@@ -47,7 +53,11 @@ def sample_next(
         mass_before = sorted_p.cumsum(-1) - sorted_p  # mass of strictly more likely tokens
         sorted_p = sorted_p.masked_fill(mass_before >= top_p, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # inverse-CDF draw: one uniform per row (torch.multinomial draws one exponential per
+    # vocabulary entry, the largest single cost of a tiny model's decode step)
+    cdf = probs.cumsum(-1)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
+    tokens = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[1] - 1)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
@@ -84,6 +94,7 @@ class TorchEngine:
         batch_size: int = 64,
         device: str | None = None,
         progress_min_rows: int = 256,
+        fast_decode: bool = True,
     ) -> None:
         if model is None:
             if model_path is None:
@@ -97,6 +108,7 @@ class TorchEngine:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.progress_min_rows = progress_min_rows
+        self.fast_decode = fast_decode
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.eos_id = int(tokenizer.eos_token_id)
         pad = tokenizer.pad_token_id
@@ -118,34 +130,46 @@ class TorchEngine:
         if not prompts:
             return []
         encoded = [self.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
-        rows = [ids for ids in encoded for _ in range(n)]
+        per_chunk = max(1, self.batch_size // n)
         done: list[Completion] = []
-        bar = tqdm(total=len(rows), desc="torch generate", unit="seq",
-                   disable=len(rows) < self.progress_min_rows)
+        bar = tqdm(total=len(encoded) * n, desc="torch generate", unit="seq",
+                   disable=len(encoded) * n < self.progress_min_rows)
         with _eval_mode(self.model):
-            for chunk_no, start in enumerate(range(0, len(rows), self.batch_size)):
+            fast = MoeDecoder(self.model) if self.fast_decode and supported(self.model) else None
+            for chunk_no, start in enumerate(range(0, len(encoded), per_chunk)):
                 gen = torch.Generator(device=self.device).manual_seed(seed * 100_003 + chunk_no)
-                chunk = rows[start : start + self.batch_size]
-                done.extend(self._decode(chunk, max_new_tokens, temperature, top_p, gen))
-                bar.update(len(chunk))
+                chunk = encoded[start : start + per_chunk]
+                done.extend(self._decode(chunk, n, max_new_tokens, temperature, top_p, gen, fast))
+                bar.update(len(chunk) * n)
         bar.close()
         return [done[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def _decode(
         self,
-        rows: Sequence[Sequence[int]],
+        prompts: Sequence[Sequence[int]],
+        n: int,
         max_new_tokens: int,
         temperature: float,
         top_p: float,
         gen: torch.Generator,
+        fast: MoeDecoder | None = None,
     ) -> list[Completion]:
-        ids, attention = _left_pad(rows, self.pad_id)
+        """``n`` completions of each of ``prompts`` (token ids), prompt-major."""
+        ids, attention = _left_pad(prompts, self.pad_id)
         ids, attention = ids.to(self.device), attention.to(self.device)
         cache = DynamicCache(config=self.model.config)
         pos = positions(attention)
         out = self.model(input_ids=ids, attention_mask=attention, position_ids=pos,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
-        logits, next_pos = out.logits[:, -1], pos[:, -1] + 1  # (B, V), (B,)
+        if n > 1:  # one row per sample: prompt i's rows are i*n .. i*n + n-1
+            cache.batch_repeat_interleave(n)
+            attention, pos = attention.repeat_interleave(n, 0), pos.repeat_interleave(n, 0)
+        logits = out.logits[:, -1].repeat_interleave(n, 0)  # (B, V)
+        next_pos = pos[:, -1] + 1  # (B,)
+        rows = [p for p in prompts for _ in range(n)]
+        if fast is not None:
+            return self._decode_fast(fast, cache, attention, logits, next_pos, max_new_tokens,
+                                     temperature, top_p, gen)
         live = torch.arange(len(rows), device=self.device)  # original row of each batch row
         tokens: list[list[int]] = [[] for _ in rows]
         logprobs: list[list[float]] = [[] for _ in rows]
@@ -165,6 +189,43 @@ class TorchEngine:
             out = self.model(input_ids=tok[:, None], attention_mask=attention,
                              position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
             logits, next_pos = out.logits[:, -1], next_pos + 1
+        return [self._completion(t, lp) for t, lp in zip(tokens, logprobs, strict=True)]
+
+    def _decode_fast(self, fast: MoeDecoder, cache: DynamicCache, attention: torch.Tensor,
+                     logits: torch.Tensor, next_pos: torch.Tensor, max_new_tokens: int,
+                     temperature: float, top_p: float, gen: torch.Generator) -> list[Completion]:
+        """Decode steps through :class:`MoeDecoder` after the transformers prefill.
+
+        Finished rows stay in the batch (their samples ignored) until a quarter of the batch
+        has finished; then the batch and the static cache are compacted in one copy.
+        """
+        n_rows, width = attention.shape
+        keys, values = fast.new_cache(cache, n_rows, width + max_new_tokens)
+        mask = torch.zeros(n_rows, width + max_new_tokens, device=self.device)
+        mask[:, :width].masked_fill_(attention == 0, float("-inf"))  # additive padding mask
+        rope = fast.rope_table(int(next_pos.max()) + max_new_tokens, self.device)
+        live = torch.arange(n_rows, device=self.device)  # original row of each batch row
+        going = torch.ones(n_rows, dtype=torch.bool, device=self.device)
+        tokens: list[list[int]] = [[] for _ in range(n_rows)]
+        logprobs: list[list[float]] = [[] for _ in range(n_rows)]
+        for step in range(max_new_tokens):
+            tok, lp = sample_next(logits, temperature, top_p, gen)
+            for r, g, t, v in zip(live.tolist(), going.tolist(), tok.tolist(), lp.tolist(),
+                                  strict=True):
+                if g:
+                    tokens[r].append(t)
+                    logprobs[r].append(v)
+            going = going & (tok != self.eos_id)
+            n_going = int(going.sum())
+            if step == max_new_tokens - 1 or n_going == 0:
+                break
+            if len(going) - n_going >= max(1, len(going) // 4):
+                idx = going.nonzero().squeeze(1)
+                keys, values = [k[idx] for k in keys], [v[idx] for v in values]
+                mask, tok, next_pos, live = mask[idx], tok[idx], next_pos[idx], live[idx]
+                going = going[idx]
+            logits = fast.step(tok, next_pos, width + step, keys, values, mask, rope)
+            next_pos = next_pos + 1
         return [self._completion(t, lp) for t, lp in zip(tokens, logprobs, strict=True)]
 
     def _completion(self, token_ids: list[int], logprobs: list[float]) -> Completion:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
 from pipeline.engines.scoring import pack_batch, positions
 
@@ -23,7 +24,7 @@ class Forward:
     entropy: torch.Tensor | None  # (B, C) full-vocabulary entropy, nats
     mask: torch.Tensor  # (B, C) float, 1 on response tokens
     router_logits: tuple[torch.Tensor, ...]  # per MoE layer, (B*(P+C), E); () for dense models
-    attention: torch.Tensor  # (B, P+C) real-token mask (rows of the router logits)
+    attention: torch.Tensor  # real-token mask of the router logits' rows: (B, P+C), or flat
 
 
 def has_router(model: torch.nn.Module) -> bool:
@@ -34,12 +35,19 @@ def has_router(model: torch.nn.Module) -> bool:
 
 def policy_forward(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
                    completion_ids: Sequence[Sequence[int]], pad_id: int, *,
-                   with_entropy: bool = False, with_router: bool = False) -> Forward:
+                   with_entropy: bool = False, with_router: bool = False,
+                   share_prompts: bool = True) -> Forward:
     """Teacher-forced forward; follows the caller's grad mode (``torch.no_grad`` to score).
 
     ``model`` may be a DeepSpeed engine (forward passes through); ``with_router`` asks for
     router logits, which only MoE models give (check with :func:`has_router` on the module).
+    With ``share_prompts`` and rows that repeat a prompt (the K samples of a group), each
+    distinct prompt is run once and its KV cache is repeated for its rows (gradients flow
+    back through the repeat): see :func:`_shared_forward`.
     """
+    if share_prompts and len({tuple(p) for p in prompt_ids}) < len(prompt_ids):
+        return _shared_forward(model, prompt_ids, completion_ids, pad_id, with_entropy,
+                               with_router)
     device = next(model.parameters()).device
     ids, attention, comp_mask, width_p = pack_batch(prompt_ids, completion_ids, pad_id, device)
     width_c = comp_mask.shape[1]
@@ -47,24 +55,87 @@ def policy_forward(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
     out = model(input_ids=ids, attention_mask=attention, position_ids=positions(attention),
                 logits_to_keep=width_c + 1, **kwargs)
     logits = out.logits[:, :-1].float()  # (B, C, V): position P-1+t predicts token t
+    router = tuple(getattr(out, "router_logits", None) or ()) if kwargs else ()
+    return _finish(logits, ids[:, width_p:], comp_mask, with_entropy, router, attention)
+
+
+def _finish(logits: torch.Tensor, targets: torch.Tensor, comp_mask: torch.Tensor,
+            with_entropy: bool, router: tuple, attention: torch.Tensor) -> Forward:
     logp_all = torch.log_softmax(logits, dim=-1)
-    targets = ids[:, width_p:]
     mask = comp_mask.to(logits.dtype)
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * mask
     entropy = -(logp_all.exp() * logp_all).sum(-1) * mask if with_entropy else None
-    router = tuple(getattr(out, "router_logits", None) or ()) if kwargs else ()
     return Forward(logp, entropy, mask, router, attention)
+
+
+def _shared_forward(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
+                    completion_ids: Sequence[Sequence[int]], pad_id: int, with_entropy: bool,
+                    with_router: bool) -> Forward:
+    """:func:`policy_forward` with each distinct prompt run once.
+
+    1. the U distinct prompts, left-padded, run with a KV cache; the last position's logits
+       predict every row's first response token;
+    2. the cache is repeated to the B rows (``batch_select_indices``: an indexing op, so the
+       gradient of every row reaches the prompt's keys and values);
+    3. the responses (all but their last token), right-padded, run on top of the cache at
+       positions continuing their prompt's.
+    Same log-probs as the unshared forward up to float rounding (tests/test_rl_trainer.py).
+    Router logits: the prompts' rows (once per distinct prompt) then the responses' rows;
+    ``Forward.attention`` is the matching flat mask of real tokens.
+    """
+    device = next(model.parameters()).device
+    keys: dict[tuple[int, ...], int] = {}
+    row_prompt = [keys.setdefault(tuple(p), len(keys)) for p in prompt_ids]
+    distinct = list(keys)
+    p_ids, p_att, _, width_p = pack_batch(distinct, [[pad_id]] * len(distinct), pad_id, device)
+    p_ids, p_att = p_ids[:, :width_p], p_att[:, :width_p]
+    kwargs = {"output_router_logits": True} if with_router else {}
+    # the decoder stack and the head are called directly: the causal-LM forward would compute
+    # its own balance loss from a 2-D mask that, past a cache, no longer matches the tokens
+    lm = getattr(model, "module", model)  # a DeepSpeed engine holds the HF model
+    cache = DynamicCache(config=lm.config)
+    out_p = lm.model(input_ids=p_ids, attention_mask=p_att, position_ids=positions(p_att),
+                     past_key_values=cache, use_cache=True, **kwargs)
+    index = torch.tensor(row_prompt, device=device)
+    first = lm.lm_head(out_p.last_hidden_state[:, -1:]).float()[index]  # (B, 1, V): token 0
+    width_c = max(1, max(len(c) for c in completion_ids))
+    comps = torch.full((len(completion_ids), width_c), pad_id, dtype=torch.long, device=device)
+    comp_mask = torch.zeros_like(comps, dtype=torch.bool)
+    for i, c in enumerate(completion_ids):
+        comps[i, : len(c)] = torch.as_tensor(list(c), dtype=torch.long)
+        comp_mask[i, : len(c)] = True
+    router_p = tuple(getattr(out_p, "router_logits", None) or ()) if kwargs else ()
+    flat_mask = [p_att.reshape(-1)]
+    logits = first
+    router = router_p
+    if width_c > 1:
+        cache.batch_select_indices(index)
+        feed_mask = comp_mask[:, :-1].long()
+        attention = torch.cat([p_att[index], feed_mask], dim=1)
+        start = p_att.sum(-1)[index]  # each row's prompt length = its first response position
+        pos = start[:, None] + torch.arange(width_c - 1, device=device)[None]
+        out_c = lm.model(input_ids=comps[:, :-1], attention_mask=attention, position_ids=pos,
+                         past_key_values=cache, use_cache=True, **kwargs)
+        logits = torch.cat([first, lm.lm_head(out_c.last_hidden_state).float()], dim=1)
+        if kwargs:
+            router_c = tuple(getattr(out_c, "router_logits", None) or ())
+            router = tuple(torch.cat([a, b]) for a, b in zip(router_p, router_c, strict=True))
+        flat_mask.append(feed_mask.reshape(-1))
+    return _finish(logits, comps, comp_mask, with_entropy, router, torch.cat(flat_mask))
 
 
 def length_chunks(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
                   rows: int) -> list[list[int]]:
-    """Row indices sorted by (prompt, response) length, in chunks of at most ``rows``.
+    """Row indices sorted by prompt length, prompt, response length; in chunks of at most
+    ``rows``.
 
     Prompts are left-padded and responses right-padded to the widest row of a forward pass, so
     one pass over a mixed batch pays for the longest prompt plus the longest response in every
-    row; length-sorted chunks pad each to its own neighbours only.
+    row; length-sorted chunks pad each to its own neighbours only. Rows of one prompt stay
+    together, so a chunk runs each of its prompts once (:func:`policy_forward`).
     """
     order = sorted(range(len(prompt_ids)), key=lambda i: (len(prompt_ids[i]),
+                                                          tuple(prompt_ids[i]),
                                                           len(completion_ids[i])))
     return [order[s:s + rows] for s in range(0, len(order), rows)]
 

@@ -8,7 +8,10 @@ One step s (numbers as in /work/shared/RECIPE.md, "C3PO"):
 3. group advantages over all K; zero-variance groups counted, dropped before the walk if set;
 4. token budget: walk the responses (``walk_order``), keep whole ones under Φ, cut the
    crossing one so exactly Φ tokens are selected (per step or per mini-batch);
-5. old log-probs (policy before the update) and reference log-probs, no grad;
+5. old log-probs (policy before the update) and reference log-probs, no grad; when the first
+   update of a mini-batch runs on the rollout policy's weights (always under ``step``
+   granularity), its own forward supplies the old log-probs (detached), so no separate
+   scoring pass is run;
 6. ``updates_per_rollout`` optimizer steps on the C3PO loss + entropy bonus + MoE losses;
 7. one row of metrics (reward, accuracy, lengths, tokens trained/dropped, grad norm, entropy,
    KL, clip fraction, rollout/trainer mismatch, time split, tokens/s).
@@ -71,7 +74,7 @@ class MiniBatch:
     prompt_ids: list[list[int]]
     completion_ids: list[list[int]]
     advantages: torch.Tensor  # (B,)
-    old_logp: torch.Tensor  # (B, C)
+    old_logp: torch.Tensor | None  # (B, C); None = taken from the first update's forward
     ref_logp: torch.Tensor  # (B, C)
     engine_logp: list[float]  # the rollout engine's log-probs of the same tokens (flat)
 
@@ -88,15 +91,18 @@ def _select(run: RLRun, ro: Rollout, zero_var: np.ndarray, step: int):
     return select_all(lengths, order, minibatches=parts)
 
 
-def _minibatch(run: RLRun, ro: Rollout, adv: np.ndarray, pairs) -> MiniBatch:
+def _minibatch(run: RLRun, ro: Rollout, adv: np.ndarray, pairs, score_old: bool) -> MiniBatch:
+    """The selected responses with reference log-probs, and old log-probs when ``score_old``
+    (else the first update's own forward gives them: see :func:`_update`)."""
     k, chunk = ro.k, run.params.forward_rows
     prompts = [ro.prompt_ids[i // k] for i, _ in pairs]
     comps = [ro.token_ids[i][:n] for i, n in pairs]
-    old = score_rows(run.updater.module, prompts, comps, run.pad_id, chunk)
+    old = (pad_sequence(score_rows(run.updater.module, prompts, comps, run.pad_id, chunk),
+                        batch_first=True) if score_old else None)
     ref = score_rows(run.reference, prompts, comps, run.pad_id, chunk)
     return MiniBatch(
         prompts, comps, torch.tensor([adv.flat[i] for i, _ in pairs], dtype=torch.float32),
-        pad_sequence(old, batch_first=True), pad_sequence(ref, batch_first=True),
+        old, pad_sequence(ref, batch_first=True),
         [v for i, n in pairs for v in ro.engine_logprobs[i][:n]],
     )
 
@@ -109,6 +115,10 @@ def _update(run: RLRun, mb: MiniBatch) -> dict[str, float]:
     divides every chunk by the mini-batch's token count; ``seq_mean`` weighs a chunk by its
     share of the responses. The router losses (not sums over tokens) are averaged over chunks
     weighted by their tokens.
+
+    ``mb.old_logp`` None means the weights are still the rollout policy's: the forward's own
+    detached log-probs are the old log-probs (ratio exactly 1, as a separate scoring pass would
+    give) and are kept in ``mb`` for later updates on the same mini-batch.
     """
     p, module = run.params, run.updater.module
     router = has_router(module) and (p.balance_coef > 0 or p.z_coef > 0)
@@ -120,11 +130,16 @@ def _update(run: RLRun, mb: MiniBatch) -> dict[str, float]:
     sums = {"kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0, "entropy": 0.0,
             "balance_loss": 0.0, "z_loss": 0.0}
     tokens = 0
+    fill_old = mb.old_logp is None
+    if fill_old:
+        mb.old_logp = torch.zeros_like(mb.ref_logp)
     for rows in length_chunks(mb.prompt_ids, mb.completion_ids, p.forward_rows):
         comps = [mb.completion_ids[i] for i in rows]
         width = max(len(c) for c in comps)
         f = policy_forward(run.updater.forward_model(), [mb.prompt_ids[i] for i in rows], comps,
                            run.pad_id, with_entropy=True, with_router=router)
+        if fill_old:
+            mb.old_logp[rows, :width] = f.logp.detach()
         pg, st = c3po_loss(f.logp, mb.old_logp[rows, :width], mb.ref_logp[rows, :width],
                            mb.advantages[rows], f.mask, normaliser=norm, budget=budget,
                            clip_eps=p.clip_eps, kl_coef=p.kl_coef)
@@ -177,14 +192,19 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
     t2 = time.perf_counter()
     adv, zero_var = group_advantages(ro.rewards, p.adv_eps)
     sel = _select(run, ro, zero_var, step)
-    batches = [_minibatch(run, ro, adv, pairs) for pairs in sel.minibatches if pairs]
-    engine_lp = [v for mb in batches for v in mb.engine_logp]
-    trainer_lp = [v for mb in batches for row, c in zip(mb.old_logp, mb.completion_ids,
-                                                        strict=True) for v in row[:len(c)].tolist()]
+    filled = [pairs for pairs in sel.minibatches if pairs]
     # "step": the one Φ selection is trained updates_per_rollout times (PPO epochs);
-    # "minibatch": one optimizer step per filled mini-batch.
-    n_updates = len(batches) if p.budget_granularity == "minibatch" else p.updates_per_rollout
+    # "minibatch": one optimizer step per filled mini-batch, so mini-batch 2 onwards starts
+    # from updated weights and needs its old log-probs scored up front.
+    by_minibatch = p.budget_granularity == "minibatch"
+    score_old = by_minibatch and len(filled) > 1
+    batches = [_minibatch(run, ro, adv, pairs, score_old) for pairs in filled]
+    n_updates = len(batches) if by_minibatch else p.updates_per_rollout
     updates = [_update(run, batches[u % len(batches)]) for u in range(n_updates if batches else 0)]
+    engine_lp = [v for mb in batches if mb.old_logp is not None for v in mb.engine_logp]
+    trainer_lp = [v for mb in batches if mb.old_logp is not None
+                  for row, c in zip(mb.old_logp, mb.completion_ids, strict=True)
+                  for v in row[:len(c)].tolist()]
     run.engine.update_weights(run.updater.module)
     t3 = time.perf_counter()
     row = _rollout_metrics(ro, zero_var)

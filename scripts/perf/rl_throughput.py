@@ -3,9 +3,12 @@
     OMP_NUM_THREADS=2 .venv/bin/python scripts/perf/rl_throughput.py [--steps 4] [--k 8]
 
 Both sides: the same tiny qwen2_moe (``pipeline.engines.fixtures.tiny_trained_moe``), the same
-toy prompts (L per step), K samples each at temperature 1.0, the same max new tokens, one
-optimizer step per rollout batch, the same toy reward, the same threads. The first step of each
-side is a warm-up and not timed. Prints response tokens/s for both and the ratio (target >= 3x),
+prompts (L per step, the same ones at each step on both sides), K samples each at temperature 1.0, the same max new tokens, one
+optimizer step per rollout batch, the same toy reward, the same threads, the same learning rate
+(``--lr``, default 0: the optimizer steps run but the policy stays fixed, so both sides sample
+responses from the same distribution; with lr > 0 each side's policy drifts its own way and the
+response lengths, hence tokens/s, drift with it). The first step of each side is a warm-up and
+not timed. Prints response tokens/s for both and the ratio (target >= 3x),
 then the coefficient of variation (std/mean) of tokens per optimizer step and of step time for
 C3PO (``normaliser=budget``) vs ``token_mean`` on our loop.
 """
@@ -30,6 +33,7 @@ from pipeline.engines.fixtures import save_model, tiny_trained_moe, toy_examples
 from pipeline.model.chat import format_prompt  # noqa: E402
 from pipeline.rl.optim import make_updater  # noqa: E402
 from pipeline.rl.params import RLOptim, RLParams  # noqa: E402
+from pipeline.rl.rollout import sample_tasks  # noqa: E402
 from pipeline.rl.trainer import RLRun, rl_step  # noqa: E402
 from pipeline.verify.result import Score  # noqa: E402
 
@@ -37,6 +41,24 @@ from pipeline.verify.result import Score  # noqa: E402
 def toy_tasks() -> list[dict]:
     return [{"id": str(i), "domain": "math", "prompt": p, "answer": r.split("boxed{")[1][:-1]}
             for i, (p, r) in enumerate(toy_examples())]
+
+
+def setup(args) -> tuple:
+    """(model, tokenizer, tasks): the toy fixture, or ``--model`` (an HF folder such as
+    models/selected) with the prompts of ``--tasks`` (a curated parquet; its ``reference``
+    is the toy reward's answer)."""
+    if not args.model:
+        model, tok = tiny_trained_moe()
+        return model, tok, toy_tasks()
+    import polars as pl
+
+    from pipeline.model import load_model
+
+    model, tok = load_model(args.model)
+    frame = pl.read_parquet(args.tasks)
+    tasks = [{"id": r["id"], "domain": r["domain"], "prompt": r["prompt"],
+              "answer": str(r["reference"])} for r in frame.iter_rows(named=True)]
+    return model, tok, tasks
 
 
 def toy_score(tasks, texts):
@@ -50,9 +72,9 @@ def ours(args, normaliser: str = "budget") -> dict:
                  max_new_tokens=args.max_new_tokens, token_budget=args.budget,
                  normaliser=normaliser, drop_zero_variance=False, deepspeed=args.deepspeed,
                  updates_per_rollout=1,
-                 optim=RLOptim(lr=1e-3))
+                 optim=RLOptim(lr=args.lr))
     torch.manual_seed(0)
-    model, tok = tiny_trained_moe()
+    model, tok, tasks = setup(args)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     model.train()
     upd = make_updater(model, p.optim, p.steps, p.deepspeed)
@@ -61,14 +83,16 @@ def ours(args, normaliser: str = "budget") -> dict:
         engine = make_engine("vllm", model_path=folder, model=upd.module)
     else:
         engine = make_engine("torch", model=upd.module, tokenizer=tok)
-    run = RLRun(p, 0, tok, upd, ref, engine, toy_tasks(), toy_score)
+    run = RLRun(p, 0, tok, upd, ref, engine, tasks, toy_score)
     rl_step(run, 0)  # warm-up
     rows = [rl_step(run, s) for s in range(1, args.steps + 1)]
     engine.close()
     gen = sum(r["tokens_generated"] for r in rows)
     secs = sum(r["time_step_s"] for r in rows)
-    return {"tokens_per_s": gen / secs, "tokens_trained": [r["tokens_trained"] for r in rows],
-            "train_s": [r["time_train_s"] for r in rows], "step_s": [r["time_step_s"] for r in rows]}
+    n_resp = args.steps * args.prompts * args.k
+    return {"tokens_per_s": gen / secs, "mean_len": gen / n_resp, "tokens_trained": [r["tokens_trained"] for r in rows],
+            "train_s": [r["time_train_s"] for r in rows], "step_s": [r["time_step_s"] for r in rows],
+            "rollout_s": [r["time_rollout_s"] for r in rows]}
 
 
 def trl(args) -> dict:
@@ -78,9 +102,11 @@ def trl(args) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     torch.manual_seed(0)
-    model, tok = tiny_trained_moe()
-    tasks = toy_tasks()
-    rows = [tasks[i % len(tasks)] for i in range((args.steps + 1) * args.prompts)]
+    model, tok, tasks = setup(args)
+    # the prompts our loop draws at each step (rl_step's seeding, run seed 0), in step order:
+    # TRL walks the unshuffled dataset L prompts per step, so both sides see the same prompts
+    rows = [t for s in range(args.steps + 1)
+            for t in sample_tasks(tasks, args.prompts, {}, np.random.default_rng([0, s]))]
     ds = Dataset.from_list([{"prompt": format_prompt(tok, t["prompt"]), "answer": t["answer"]}
                             for t in rows])
 
@@ -101,7 +127,7 @@ def trl(args) -> dict:
         output_dir=str(Path(args.tmp) / "trl"), use_cpu=True, report_to="none",
         per_device_train_batch_size=args.prompts * args.k, num_generations=args.k,
         max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0,
-        learning_rate=1e-3, max_steps=args.steps + 1, logging_steps=1, save_strategy="no",
+        learning_rate=args.lr, max_steps=args.steps + 1, logging_steps=1, save_strategy="no",
         beta=0.0, bf16=False, shuffle_dataset=False, seed=0, dataloader_num_workers=0,
     )
     clock = Clock()
@@ -111,7 +137,8 @@ def trl(args) -> dict:
     logs = [h for h in trainer.state.log_history if "completions/mean_length" in h]
     lengths = [h["completions/mean_length"] * args.prompts * args.k for h in logs][1:]
     secs = [e - s for s, e in zip(clock.starts, clock.ends, strict=True)][1:]
-    return {"tokens_per_s": sum(lengths) / sum(secs), "step_s": secs}
+    return {"tokens_per_s": sum(lengths) / sum(secs), "step_s": secs,
+            "mean_len": sum(lengths) / (len(lengths) * args.prompts * args.k)}
 
 
 def cv(xs) -> float:
@@ -126,6 +153,13 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--budget", type=int, default=512)
+    ap.add_argument("--model", default="", help="HF model folder (default: the toy fixture)")
+    ap.add_argument("--tasks", default="data/rl/reasoning.parquet",
+                    help="prompts for --model (a curated parquet)")
+    ap.add_argument("--lr", type=float, default=0.0,
+                    help="both sides' learning rate; 0 keeps the policy fixed, so both sample "
+                         "responses of the same length distribution and the ratio measures the "
+                         "loops, not where training moved each policy")
     ap.add_argument("--deepspeed", action="store_true", help="our side through DeepSpeed")
     ap.add_argument("--engine", choices=["torch", "vllm"], default="torch",
                     help="our side's rollout engine (TRL always uses transformers generate)")
@@ -136,9 +170,14 @@ def main() -> None:
     c3po, dapo, other = ours(args, "budget"), ours(args, "token_mean"), trl(args)
     print(f"setup: L={args.prompts} K={args.k} max_new_tokens={args.max_new_tokens} "
           f"Φ={args.budget} steps={args.steps} threads={torch.get_num_threads()} "
-          f"our engine={args.engine}")
-    print(f"ours (C3PO) response tokens/s: {c3po['tokens_per_s']:.0f}")
-    print(f"TRL GRPOTrainer response tokens/s: {other['tokens_per_s']:.0f}")
+          f"lr={args.lr} our engine={args.engine} model={args.model or 'toy fixture'}")
+    print(f"ours (C3PO) response tokens/s: {c3po['tokens_per_s']:.0f} "
+          f"(mean response {c3po['mean_len']:.1f} tokens)")
+    print(f"  our step split: rollout {np.mean(c3po['rollout_s']):.2f} s, "
+          f"train {np.mean(c3po['train_s']):.2f} s of {np.mean(c3po['step_s']):.2f} s; "
+          f"TRL step {np.mean(other['step_s']):.2f} s")
+    print(f"TRL GRPOTrainer response tokens/s: {other['tokens_per_s']:.0f} "
+          f"(mean response {other['mean_len']:.1f} tokens)")
     print(f"ratio ours/TRL: {c3po['tokens_per_s'] / other['tokens_per_s']:.2f}x (target >= 3x)")
     print("coefficient of variation          C3PO (budget)   token_mean")
     print(f"  tokens per optimizer step       {cv(c3po['tokens_trained']):13.3f}   "
