@@ -230,7 +230,7 @@ def test_two_process_torchrun_matches_one_process_grad_accum(workspace):
 
 
 def test_greedy_responses_match_a_manual_argmax_loop(workspace):
-    """HF generate (batched, left-padded) == an explicit argmax loop, one prompt at a time."""
+    """The torch engine (batched, left-padded) == an explicit argmax loop, one prompt at a time."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pipeline.model.chat import format_prompt

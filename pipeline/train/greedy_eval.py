@@ -1,8 +1,9 @@
 """Greedy decoding of held-out tasks during SFT, to make learning visible per epoch.
 
-``greedy_responses`` batches chat-formatted prompts (left padding) through HF ``generate`` with
-``do_sample=False`` and cuts each output at EOS. Special tokens such as ``<think>`` are kept in
-the text (the verifiers need them); only pad/EOS are removed.
+``greedy_responses`` chat-formats the prompts and decodes them greedily with the torch
+generation engine (:mod:`pipeline.engines.torch_engine`: left padding, finished rows dropped,
+the fast qwen2_moe decode path), ``batch_size`` rows at a time. Texts stop before EOS; special
+tokens such as ``<think>`` are kept (the verifiers need them).
 """
 
 from __future__ import annotations
@@ -10,44 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import torch
-
+from pipeline.engines.torch_engine import TorchEngine
 from pipeline.model.chat import format_prompt
 
 
-@torch.no_grad()
 def greedy_responses(
     model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int
 ) -> list[str]:
     """Greedy completions for ``prompts`` (raw user prompts, chat-formatted here)."""
-    was_training = model.training
-    model.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    dev = next(model.parameters()).device
-    out: list[str] = []
-    try:
-        for b in range(0, len(prompts), batch_size):
-            texts = [format_prompt(tokenizer, p) for p in prompts[b : b + batch_size]]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-            gen = model.generate(
-                input_ids=enc.input_ids.to(dev), attention_mask=enc.attention_mask.to(dev),
-                max_new_tokens=max_new_tokens, do_sample=False,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            )
-            for seq in gen[:, enc.input_ids.shape[1] :].tolist():
-                out.append(_cut(tokenizer, seq))
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return out
-
-
-def _cut(tokenizer: Any, ids: list[int]) -> str:
-    if tokenizer.eos_token_id in ids:
-        ids = ids[: ids.index(tokenizer.eos_token_id)]
-    ids = [i for i in ids if i != tokenizer.pad_token_id]
-    return tokenizer.decode(ids, skip_special_tokens=False)
+    engine = TorchEngine(model=model, tokenizer=tokenizer, batch_size=batch_size)
+    texts = [format_prompt(tokenizer, p) for p in prompts]
+    out = engine.generate(texts, n=1, max_new_tokens=max_new_tokens, temperature=0.0,
+                          top_p=1.0, seed=0)
+    return [row[0].text for row in out]
 
 
 def greedy_accuracy(
