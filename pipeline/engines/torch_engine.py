@@ -91,7 +91,7 @@ class TorchEngine:
         tokenizer: Any = None,
         model_path: str | None = None,
         *,
-        batch_size: int = 64,
+        batch_size: int = 256,
         device: str | None = None,
         progress_min_rows: int = 256,
         fast_decode: bool = True,

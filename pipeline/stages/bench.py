@@ -62,7 +62,7 @@ class BenchParams:
     top_p: float = 0.95
     max_new_tokens: int = 160
     max_problems: int = 16  # per benchmark (seeded subset); 0 = all
-    batch_prompts: int = 16
+    batch_prompts: int = 64
     files: tuple[BenchFile, ...] = ()
     ifeval_unknown: Literal["skip", "error"] = "skip"
     register: RegisterParams = field(default_factory=RegisterParams)

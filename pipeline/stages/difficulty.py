@@ -49,7 +49,7 @@ class DifficultyParams:
     max_unsolved_share: float = 0.5  # cap on never-solved, teacher-solvable prompts kept
     max_prompts: int = 240  # score a seeded subset of this many prompts (0 = all); the rest
     # are dropped with reason "not_sampled" (CPU budget: RL uses a few hundred prompts)
-    batch_prompts: int = 16
+    batch_prompts: int = 64
 
 
 def teacher_solves(tasks: Sequence[dict[str, Any]]) -> dict[str, bool]:

@@ -1,16 +1,20 @@
 """RL throughput: our C3PO step vs TRL's GRPOTrainer, side by side, same model/prompts/CPU.
 
-    OMP_NUM_THREADS=2 .venv/bin/python scripts/perf/rl_throughput.py [--steps 4] [--k 8]
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/perf/rl_throughput.py [--steps 4]
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/perf/rl_throughput.py --toy
 
-Both sides: the same tiny qwen2_moe (``pipeline.engines.fixtures.tiny_trained_moe``), the same
-prompts (L per step, the same ones at each step on both sides), K samples each at temperature 1.0, the same max new tokens, one
-optimizer step per rollout batch, the same toy reward, the same threads, the same learning rate
-(``--lr``, default 0: the optimizer steps run but the policy stays fixed, so both sides sample
-responses from the same distribution; with lr > 0 each side's policy drifts its own way and the
-response lengths, hence tokens/s, drift with it). The first step of each side is a warm-up and
-not timed. Prints response tokens/s for both and the ratio (target >= 3x),
-then the coefficient of variation (std/mean) of tokens per optimizer step and of step time for
-C3PO (``normaliser=budget``) vs ``token_mean`` on our loop.
+Both sides: the same tiny qwen2_moe, by default the pipeline's selected SFT checkpoint
+(``models/selected``) on the pipeline's RL reasoning prompts with ``params.yaml``'s
+rl_reasoning L, K, max new tokens and Φ (``--toy``: the engines' toy fixture
+``tiny_trained_moe``, L=8, K=8, 64 new tokens, Φ=512, answers of ~14 tokens). The same
+prompts at each step on both sides, K samples each at temperature 1.0, one optimizer step per
+rollout batch, the same toy reward (``\boxed{answer}`` in the text), the same threads, the same
+learning rate (``--lr``, default 0: the optimizer steps run but the policy stays fixed, so both
+sides sample responses from the same distribution; with lr > 0 each side's policy drifts its
+own way and the response lengths, hence tokens/s, drift with it). The first step of each side
+is a warm-up and not timed. Prints response tokens/s for both and the ratio (target >= 3x),
+our step's rollout/train split, then the coefficient of variation (std/mean) of tokens per
+optimizer step and of step time for C3PO (``normaliser=budget``) vs ``token_mean`` on our loop.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -149,13 +154,18 @@ def cv(xs) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--prompts", type=int, default=8)
-    ap.add_argument("--k", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--budget", type=int, default=512)
-    ap.add_argument("--model", default="", help="HF model folder (default: the toy fixture)")
+    ap.add_argument("--toy", action="store_true",
+                    help="the engines' toy fixture (answers of ~14 tokens) instead of --model")
+    ap.add_argument("--model", default="models/selected",
+                    help="HF model folder (default: the pipeline's selected SFT checkpoint)")
     ap.add_argument("--tasks", default="data/rl/reasoning.parquet",
-                    help="prompts for --model (a curated parquet)")
+                    help="prompts for --model (default: the pipeline's RL reasoning prompts)")
+    ap.add_argument("--params", default="params.yaml",
+                    help="L, K, max new tokens and Φ default to this file's rl_reasoning")
+    ap.add_argument("--prompts", type=int, help="L")
+    ap.add_argument("--k", type=int, help="K")
+    ap.add_argument("--max-new-tokens", type=int)
+    ap.add_argument("--budget", type=int, help="Φ")
     ap.add_argument("--lr", type=float, default=0.0,
                     help="both sides' learning rate; 0 keeps the policy fixed, so both sample "
                          "responses of the same length distribution and the ratio measures the "
@@ -165,6 +175,20 @@ def main() -> None:
                     help="our side's rollout engine (TRL always uses transformers generate)")
     ap.add_argument("--tmp", default=".cache/perf")
     args = ap.parse_args()
+    defaults = {"prompts": 8, "k": 8, "max_new_tokens": 64, "budget": 512}  # --toy
+    if args.toy:
+        args.model = ""
+    else:
+        for path in (args.model, args.tasks):
+            if not Path(path).exists():
+                sys.exit(f"rl_throughput: {path} not found: run `make run` (or `dvc repro "
+                         f"difficulty`) first, or pass --toy, --model and --tasks")
+        rl = yaml.safe_load(Path(args.params).read_text())["rl_reasoning"]
+        defaults = {"prompts": rl["prompts_per_step"], "k": rl["samples_per_prompt"],
+                    "max_new_tokens": rl["max_new_tokens"], "budget": rl["token_budget"]}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     logging.disable(logging.WARNING)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     c3po, dapo, other = ours(args, "budget"), ours(args, "token_mean"), trl(args)
