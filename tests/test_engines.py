@@ -172,7 +172,7 @@ def test_fast_decode_step_logits_equal_full_forward(tiny, prompts):
         model(input_ids=ids, attention_mask=attention.long(), position_ids=pos[:, :width],
               past_key_values=cache, use_cache=True)
     dec = MoeDecoder(model)
-    keys, values = dec.new_cache(cache, 4, width + 6)
+    keys, values = dec.new_cache(cache, width + 6)
     mask = torch.zeros(4, width + 6).masked_fill_(
         torch.cat([~attention, torch.zeros(4, 6, dtype=torch.bool)], 1), float("-inf"))
     rope = dec.rope_table(width + 6, torch.device("cpu"))

@@ -95,16 +95,18 @@ class MoeDecoder:
         cos, sin = self.model.model.rotary_emb(self.embed[:1][None], pos)
         return cos[0], sin[0]
 
-    def new_cache(self, legacy: Any, rows: int, width: int) -> tuple[list, list]:
-        """Static (rows, kv_heads, width, head_dim) K and V per layer, holding the prefill's
-        keys and values (from a transformers cache) in the first columns."""
+    def new_cache(self, legacy: Any, width: int, repeat: int = 1) -> tuple[list, list]:
+        """Static (U * repeat, kv_heads, width, head_dim) K and V per layer, holding the
+        prefill's keys and values (a transformers cache of U rows) in the first columns, each
+        prefill row written to ``repeat`` consecutive rows."""
         keys, values = [], []
         for i in range(len(self.layers)):
             k, v = legacy.layers[i].keys, legacy.layers[i].values
-            kc = k.new_zeros(rows, self.kv_heads, width, self.head_dim)
+            kc = k.new_zeros(k.shape[0] * repeat, self.kv_heads, width, self.head_dim)
             vc = torch.zeros_like(kc)
-            kc[:, :, : k.shape[2]] = k
-            vc[:, :, : v.shape[2]] = v
+            shape = (k.shape[0], repeat, self.kv_heads, width, self.head_dim)
+            kc.view(shape)[..., : k.shape[2], :] = k[:, None]
+            vc.view(shape)[..., : v.shape[2], :] = v[:, None]
             keys.append(kc)
             values.append(vc)
         return keys, values

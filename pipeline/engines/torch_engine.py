@@ -161,15 +161,16 @@ class TorchEngine:
         pos = positions(attention)
         out = self.model(input_ids=ids, attention_mask=attention, position_ids=pos,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
-        if n > 1:  # one row per sample: prompt i's rows are i*n .. i*n + n-1
-            cache.batch_repeat_interleave(n)
-            attention, pos = attention.repeat_interleave(n, 0), pos.repeat_interleave(n, 0)
+        # one row per sample: prompt i's rows are i*n .. i*n + n-1
+        attention, pos = attention.repeat_interleave(n, 0), pos.repeat_interleave(n, 0)
         logits = out.logits[:, -1].repeat_interleave(n, 0)  # (B, V)
         next_pos = pos[:, -1] + 1  # (B,)
+        if fast is not None:  # the static cache repeats the prefill rows as it copies them
+            return self._decode_fast(fast, cache, n, attention, logits, next_pos,
+                                     max_new_tokens, temperature, top_p, gen)
+        if n > 1:
+            cache.batch_repeat_interleave(n)
         rows = [p for p in prompts for _ in range(n)]
-        if fast is not None:
-            return self._decode_fast(fast, cache, attention, logits, next_pos, max_new_tokens,
-                                     temperature, top_p, gen)
         live = torch.arange(len(rows), device=self.device)  # original row of each batch row
         tokens: list[list[int]] = [[] for _ in rows]
         logprobs: list[list[float]] = [[] for _ in rows]
@@ -191,16 +192,18 @@ class TorchEngine:
             logits, next_pos = out.logits[:, -1], next_pos + 1
         return [self._completion(t, lp) for t, lp in zip(tokens, logprobs, strict=True)]
 
-    def _decode_fast(self, fast: MoeDecoder, cache: DynamicCache, attention: torch.Tensor,
-                     logits: torch.Tensor, next_pos: torch.Tensor, max_new_tokens: int,
-                     temperature: float, top_p: float, gen: torch.Generator) -> list[Completion]:
-        """Decode steps through :class:`MoeDecoder` after the transformers prefill.
+    def _decode_fast(self, fast: MoeDecoder, cache: DynamicCache, n: int,
+                     attention: torch.Tensor, logits: torch.Tensor, next_pos: torch.Tensor,
+                     max_new_tokens: int, temperature: float, top_p: float,
+                     gen: torch.Generator) -> list[Completion]:
+        """Decode steps through :class:`MoeDecoder` after the transformers prefill (``cache``
+        holds one row per prompt; the other arguments one row per sample, ``n`` per prompt).
 
         Finished rows stay in the batch (their samples ignored) until a quarter of the batch
         has finished; then the batch and the static cache are compacted in one copy.
         """
         n_rows, width = attention.shape
-        keys, values = fast.new_cache(cache, n_rows, width + max_new_tokens)
+        keys, values = fast.new_cache(cache, width + max_new_tokens, repeat=n)
         mask = torch.zeros(n_rows, width + max_new_tokens, device=self.device)
         mask[:, :width].masked_fill_(attention == 0, float("-inf"))  # additive padding mask
         rope = fast.rope_table(int(next_pos.max()) + max_new_tokens, self.device)

@@ -201,10 +201,11 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
     batches = [_minibatch(run, ro, adv, pairs, score_old) for pairs in filled]
     n_updates = len(batches) if by_minibatch else p.updates_per_rollout
     updates = [_update(run, batches[u % len(batches)]) for u in range(n_updates if batches else 0)]
-    engine_lp = [v for mb in batches if mb.old_logp is not None for v in mb.engine_logp]
-    trainer_lp = [v for mb in batches if mb.old_logp is not None
-                  for row, c in zip(mb.old_logp, mb.completion_ids, strict=True)
-                  for v in row[:len(c)].tolist()]
+    # every mini-batch has had an update by now (updates_per_rollout > 0), so its old
+    # log-probs are filled in
+    engine_lp = [v for mb in batches for v in mb.engine_logp]
+    trainer_lp = [v for mb in batches for row, c in zip(mb.old_logp, mb.completion_ids,
+                                                        strict=True) for v in row[:len(c)].tolist()]
     run.engine.update_weights(run.updater.module)
     t3 = time.perf_counter()
     row = _rollout_metrics(ro, zero_var)
