@@ -59,6 +59,9 @@ class RLParams:
     adv_eps: float = 1e-6
     optim: RLOptim = field(default_factory=RLOptim)
     deepspeed: bool = True  # False: plain torch AdamW (same schedule/clip), for quick tests
+    # torch deterministic algorithms: reruns with the same seeds give the same weights
+    # (pipeline/train/determinism.py says why they would not otherwise)
+    deterministic: bool = True
     engine: Literal["torch", "vllm"] = "torch"
     forward_rows: int = 32  # rows per length-sorted forward chunk (scoring and update)
     eval_every: int = 10  # held-out eval every N steps (and at step 0 and the end)

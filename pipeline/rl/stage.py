@@ -35,6 +35,7 @@ from pipeline.rl.params import RLParams
 from pipeline.rl.trainer import History, RLRun, train
 from pipeline.schema import TASK, domain_group, validate
 from pipeline.tracking import stage_run
+from pipeline.train.determinism import set_deterministic
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -87,6 +88,7 @@ def build_run(params: RLParams, seed: int, model_dir: str, tasks: list[dict],
     """Policy (+ optimizer), frozen reference, engine on the live policy."""
     from pipeline.model.checkpoint import load_model
 
+    set_deterministic(params.deterministic)
     torch.manual_seed(seed)
     policy, tok = load_model(model_dir)
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
