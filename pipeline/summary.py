@@ -6,11 +6,13 @@ open the UIs. Reads files the stages wrote; computes nothing.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.table import Table
 
 MODEL_DIRS = ("models/base", "models/sft", "models/selected", "models/rl_reasoning",
               "models/rl_general")
@@ -24,8 +26,10 @@ def main() -> None:
     choice = Path("models/selected/choice.json")
     if choice.exists():
         c = json.loads(choice.read_text())
+        console.print(checkpoint_table(Path("reports/select/checkpoints.csv"), c.get("band")))
         console.print(f"Selected SFT checkpoint: {c.get('checkpoint')} "
-                      f"(entropy {c.get('entropy')}, {c.get('why', '')})")
+                      f"(entropy {float(c.get('entropy', float('nan'))):.3f} nats, "
+                      f"{c.get('why', '')})")
     console.print("\n[bold]Models[/bold]")
     for d in MODEL_DIRS:
         if Path(d).exists():
@@ -37,6 +41,23 @@ def main() -> None:
         "  .venv/bin/dvc metrics show   the metrics of every stage\n"
         "  .venv/bin/dvc plots show     per-step curves (HTML; PNGs are under reports/)\n"
     )
+
+
+def checkpoint_table(path: Path, band: list[float] | None) -> Table | str:
+    """The select stage's per-checkpoint entropies next to the band, the chosen one marked."""
+    if not path.exists():
+        return f"({path} missing: run the select stage)"
+    lo, hi = band if band else (float("nan"), float("nan"))
+    table = Table(title=f"SFT checkpoints: token entropy on RL prompts, band [{lo}, {hi}] nats")
+    for col in ("epoch", "entropy", "val accuracy", "in band", "chosen"):
+        table.add_column(col, justify="right")
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            table.add_row(row["epoch"], f"{float(row['entropy']):.3f}",
+                          f"{100 * float(row['val_accuracy']):.1f}%",
+                          "yes" if row["in_band"] == "true" else "",
+                          "<-" if row["chosen"] == "true" else "")
+    return table
 
 
 if __name__ == "__main__":
