@@ -40,6 +40,7 @@ from pipeline.rl.optim import make_updater  # noqa: E402
 from pipeline.rl.params import RLOptim, RLParams  # noqa: E402
 from pipeline.rl.rollout import sample_tasks  # noqa: E402
 from pipeline.rl.trainer import RLRun, rl_step  # noqa: E402
+from pipeline.train.determinism import set_deterministic  # noqa: E402
 from pipeline.verify.result import Score  # noqa: E402
 
 
@@ -78,6 +79,7 @@ def ours(args, normaliser: str = "budget") -> dict:
                  normaliser=normaliser, drop_zero_variance=False, deepspeed=args.deepspeed,
                  updates_per_rollout=1,
                  optim=RLOptim(lr=args.lr))
+    set_deterministic(p.deterministic)  # as the RL stages run (pipeline.rl.stage.build_run)
     torch.manual_seed(0)
     model, tok, tasks = setup(args)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
@@ -92,6 +94,7 @@ def ours(args, normaliser: str = "budget") -> dict:
     rl_step(run, 0)  # warm-up
     rows = [rl_step(run, s) for s in range(1, args.steps + 1)]
     engine.close()
+    set_deterministic(False)  # TRL's side runs with torch's defaults
     gen = sum(r["tokens_generated"] for r in rows)
     secs = sum(r["time_step_s"] for r in rows)
     n_resp = args.steps * args.prompts * args.k
