@@ -215,3 +215,69 @@ def test_split_shares_per_domain_are_rounded_and_deterministic():
         "codesft": 4,
     }
     assert a.sort("id").equals(b.sort("id"))
+
+
+def test_split_by_domain_overrides_shares_for_named_domains_only():
+    rows = [{"id": f"{d}{i:03d}", "domain": d} for d in ("math", "ifeval") for i in range(50)]
+    df = pl.DataFrame(rows)
+    base = SplitParams(sft=0.6, rl=0.3, val=0.1)
+    plain = split_pool(df, base, seed=3)
+    over = split_pool(df, base, seed=3, by_domain={"ifeval": SplitParams(sft=0.3, rl=0.6, val=0.1)})
+    counts = dict(over.group_by("domain", "split").len()
+                  .select(pl.concat_str("domain", "split"), "len").iter_rows())
+    # ifeval 50: val 5, rl 30, sft 15 (the override); math keeps 5 / 15 / 30
+    assert counts == {"ifevalval": 5, "ifevalrl": 30, "ifevalsft": 15,
+                      "mathval": 5, "mathrl": 15, "mathsft": 30}
+    # the same seeded order: math rows land exactly where they did without the override,
+    # and ifeval's val rows (first in the order, same share) are unchanged too
+    key = ["id", "split"]
+    assert over.filter(pl.col("domain") == "math").sort("id").select(key).equals(
+        plain.filter(pl.col("domain") == "math").sort("id").select(key))
+    assert set(over.filter((pl.col("domain") == "ifeval") & (pl.col("split") == "val"))["id"]) == \
+        set(plain.filter((pl.col("domain") == "ifeval") & (pl.col("split") == "val"))["id"])
+
+
+def test_split_by_domain_errors_name_the_domain():
+    with pytest.raises(ValueError, match=r"curate.split_by_domain.ifeval: shares must .* = 1.1"):
+        CurateParams(split_by_domain={"ifeval": SplitParams(sft=0.5, rl=0.5, val=0.1)})
+    rows = [{"id": f"m{i}", "domain": "math", "prompt": f"What is {i} + {i + 1}?",
+             "reference": {"answer": 2 * i + 1}, "source": "gen:math", "origin": "gen:math",
+             "row": i, "raw": "", "role": "train"} for i in range(20)]
+    params = CurateParams(split_by_domain={"ifevel": SplitParams(sft=0.3, rl=0.6, val=0.1)})
+    with pytest.raises(ValueError, match=r"curate.split_by_domain.ifevel: the training pool has "
+                                         r"no rows of domain 'ifevel' \(domains: \['math'\]\)"):
+        curate(rows, params, seed=1)
+
+
+def test_exact_copies_follow_their_own_roles_representative():
+    """Regression (found at ifeval n=1200): item A is in the training pool twice and in the
+    benchmark twice, and in both roles A is near-duplicated away in favour of B (smaller id).
+    Each role's extra copy of A must be dropped once, pointing at B; joining the exact copies
+    against both roles' near-dup drops counted each twice and the stage failed to balance."""
+    from pipeline.schema import make_task
+
+    words = ("please write a short friendly note for the team about the plan for the next "
+             "quarter and mention the budget the hiring and the office move in plain words").split()
+    a = make_task("open_qa", " ".join(words), {"answer": "x"}, "t")
+    b = next(t for t in (make_task("open_qa", " ".join(words[:-1] + [w]), {"answer": "x"}, "t")
+                         for w in ("terms", "speech", "language", "english", "style", "form"))
+             if t["id"] < a["id"])
+    rows = []
+    for role in ("train", "bench"):
+        for i, t in enumerate((a, a, b)):
+            rows.append({**t, "reference": json.loads(t["reference"]), "origin": f"{role}.jsonl",
+                         "row": i, "raw": "", "role": role})
+    res = curate(rows, CurateParams(), seed=0)
+    assert res.frames["quarantine"].height == 0
+    d = res.frames["dropped"]
+    got = sorted(zip(d["origin"], d["reason"], d["id"] == a["id"], d["matched_id"], strict=True))
+    # per role: one exact copy of A -> B, A itself near-dup -> B; then the training B is the
+    # benchmark's B (bench_exact). Nothing is counted twice, so the stage balanced.
+    assert got == sorted([
+        ("train.jsonl", "exact_duplicate", True, b["id"]),
+        ("train.jsonl", "near_duplicate", True, b["id"]),
+        ("train.jsonl", "bench_exact", False, b["id"]),
+        ("bench.jsonl", "exact_duplicate", True, b["id"]),
+        ("bench.jsonl", "near_duplicate", True, b["id"]),
+    ])
+    assert res.frames["bench"]["id"].to_list() == [b["id"]]

@@ -81,12 +81,17 @@ class CurateParams:
     dedup: DedupParams = field(default_factory=DedupParams)
     decontam: DecontamParams = field(default_factory=DecontamParams)
     split: SplitParams = field(default_factory=SplitParams)
+    # domain -> shares replacing ``split`` for that domain (e.g. more of a domain into RL)
+    split_by_domain: Mapping[str, SplitParams] = field(default_factory=dict)
     dropped_sample_rows: int = 50  # dropped pairs logged to MLflow as a table
 
     def __post_init__(self) -> None:
-        total = self.split.sft + self.split.rl + self.split.val
-        if abs(total - 1.0) > 1e-6 or min(self.split.sft, self.split.rl, self.split.val) < 0:
-            raise ValueError(f"curate.split: shares must be >= 0 and sum to 1, got {total}")
+        for where, sp in [("curate.split", self.split)] + [
+                (f"curate.split_by_domain.{d}", sp) for d, sp in self.split_by_domain.items()]:
+            total = sp.sft + sp.rl + sp.val
+            if abs(total - 1.0) > 1e-6 or min(sp.sft, sp.rl, sp.val) < 0:
+                raise ValueError(f"{where}: shares must be >= 0 and sum to 1, got "
+                                 f"sft {sp.sft} + rl {sp.rl} + val {sp.val} = {total:g}")
         d = self.dedup
         if d.bands * d.rows > d.num_perm:
             raise ValueError(f"curate.dedup: bands*rows={d.bands * d.rows} > num_perm={d.num_perm}")

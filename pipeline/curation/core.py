@@ -99,18 +99,19 @@ def _dedup_and_decontam(
     steps = tqdm(total=3, desc="curate: dedup", unit="step")
     tasks = tasks.with_columns(norm=normalize_series(tasks["prompt"]))
     tasks = tasks.with_columns(numkey=numbers_key_expr("norm"))
-    kept, exact_dropped = exact_dedup(tasks)
-    steps.update()
-    parts, dropped = {}, [exact_dropped]
+    # Roles are deduplicated apart (a training copy of a benchmark item is decontamination's
+    # business), so exact duplicates follow near-dup representatives within their own role:
+    # ids are content hashes, and one id can be a representative in both roles.
+    parts, dropped = {}, []
     for role in ("train", "bench"):
-        sub = kept.filter(pl.col("role") == role).sort("id")
+        kept, exact_dropped = exact_dedup(tasks.filter(pl.col("role") == role))
+        sub = kept.sort("id")
         sig, counts = sketch(sub["norm"], params.dedup)
         sub_kept, near_dropped = near_dedup(sub, sig, counts, params.dedup)
         keep_idx = np.flatnonzero(np.isin(sub["id"].to_numpy(), sub_kept["id"].to_numpy()))
         parts[role] = (sub_kept, sig[keep_idx], counts[keep_idx])
-        dropped.append(near_dropped)
-    steps.update()
-    dropped[0] = _follow(exact_dropped, pl.concat(dropped[1:]))
+        dropped += [_follow(exact_dropped, near_dropped), near_dropped]
+        steps.update()
     (train, tsig, tcnt), (bench, bsig, bcnt) = parts["train"], parts["bench"]
     keep, contam = decontaminate(
         train, bench, tsig, bsig, tcnt, bcnt, params.decontam, params.dedup
@@ -148,7 +149,12 @@ def curate(candidates: list[dict[str, Any]], params: CurateParams, seed: int) ->
     """Run steps 1-5 on candidate rows (see module docstring)."""
     tasks, quarantine, rows_in = validate_candidates(candidates, params)
     train, bench, dropped_parts = _dedup_and_decontam(tasks, params)
-    pool = split_pool(train.select(list(TASK)), params.split, seed)
+    present = set(train["domain"].unique().to_list())
+    for domain in params.split_by_domain:
+        if domain not in present:
+            raise ValueError(f"curate.split_by_domain.{domain}: the training pool has no rows of "
+                             f"domain {domain!r} (domains: {sorted(present)})")
+    pool = split_pool(train.select(list(TASK)), params.split, seed, params.split_by_domain)
     frames = {
         s: pool.filter(pl.col("split") == s).sort("domain", "id") for s in ("sft", "rl", "val")
     }
