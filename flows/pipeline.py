@@ -17,11 +17,13 @@ or as a deployment (prefect.yaml): ``prefect deployment run 'ringlite-pipeline/f
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,6 +46,9 @@ from pipeline.tracking import (  # noqa: E402
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 SKIP_MARKERS = ("didn't change, skipping", "is cached - skipping")
+# A progress bar redraws its line (ends in "\r") many times a second; each forwarded line is a
+# Prefect log record sent to the API server. Forward one redraw per this many seconds.
+PROGRESS_EVERY_S = 5.0
 
 
 @dataclass
@@ -70,6 +75,31 @@ def stage_env(repo: Path, parent_run_id: str | None) -> dict[str, str]:
     return env
 
 
+def forwarded_lines(lines: Iterable[str], every_s: float,
+                    clock: Callable[[], float] = time.monotonic) -> Iterator[str]:
+    """The lines worth logging: every line ending in a newline, and of the progress redraws
+    (ending in a bare "\r") one per ``every_s`` seconds. A bar's final state comes as a line
+    ending in a newline (tqdm's close), so it always passes; a redraw still held back when the
+    stream ends is sent then. Text is not changed."""
+    last_sent = -float("inf")
+    pending = None  # the latest redraw not forwarded
+    for line in lines:
+        if line.endswith("\r"):
+            if not line.strip():
+                continue  # tqdm's leading "\r" before its first draw
+            now = clock()
+            if now - last_sent >= every_s:
+                last_sent, pending = now, None
+                yield line
+            else:
+                pending = line
+            continue
+        pending = None  # superseded by this full line
+        yield line
+    if pending is not None:
+        yield pending
+
+
 @task(task_run_name="{stage}", retries=1, retry_delay_seconds=5)
 def run_stage(stage: str, force: bool, repo_dir: str, parent_run_id: str | None) -> StageResult:
     """``dvc repro --single-item <stage>``; streams DVC's output into the Prefect log."""
@@ -78,11 +108,13 @@ def run_stage(stage: str, force: bool, repo_dir: str, parent_run_id: str | None)
     t0 = time.time()
     proc = subprocess.Popen(
         cmd, cwd=repo_dir, env=stage_env(Path(repo_dir), parent_run_id), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, bufsize=1,
+        stderr=subprocess.STDOUT,
     )
     lines = []
     assert proc.stdout is not None
-    for line in proc.stdout:
+    # newline="": keep each line's own ending, so progress redraws ("\r") can be told apart
+    stream = io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace", newline="")
+    for line in forwarded_lines(stream, PROGRESS_EVERY_S):
         lines.append(line)
         logger.info(line.rstrip())
     rc = proc.wait()

@@ -66,3 +66,25 @@ def test_flow_rejects_unknown_stage(tmp_path):
     out = run_flow(root, "--stages", "nope")
     assert out.returncode != 0
     assert "unknown stage(s) ['nope']" in out.stdout + out.stderr
+
+
+def test_progress_redraws_are_thinned_and_nothing_else_is_lost():
+    """Stage output as io.TextIOWrapper(newline="") splits it: tqdm writes "\\r" + bar. Lines
+    ending in "\\n" all pass; redraws pass once per interval, and the latest one held back is
+    sent before the next full line (so 100% is always shown)."""
+    import io
+
+    from flows.pipeline import forwarded_lines
+
+    raw = ("start\n" + "".join(f"\rbar {i}%" for i in range(0, 101, 10)) + "\n"
+           + "\rx 1\rx 2\rx 3\r" + "done\r\n" + "\ry 1\ry 2\r")
+    lines = list(io.TextIOWrapper(io.BytesIO(raw.encode()), newline=""))
+    assert lines[:3] == ["start\n", "\r", "bar 0%\r"]  # how the real stream splits
+    ticks = iter([0.0, 1.0, 2.0, 5.5, 6.0, 7.0, 8.0, 9.0, 10.0, 10.4, 12.0, 13.0, 14.0,
+                   15.0, 15.5])
+    got = list(forwarded_lines(lines, 5.0, clock=lambda: next(ticks)))
+    # bar 0% (t=0) sent; 10%, 20% held; 30% (t=5.5) sent; 40-90% (t<=10.4) held; "bar 100%\n"
+    # is a full line: sent. x 1 (t=12, 6.5 s later) sent; x 2, x 3 held and superseded by
+    # "done". y 1 (t=15), y 2 (t=15.5) held: the stream ends, so y 2 is sent.
+    assert got == ["start\n", "bar 0%\r", "bar 30%\r", "bar 100%\n", "x 1\r", "done\r\n",
+                   "y 2\r"]
