@@ -77,7 +77,7 @@ def stage_env(repo: Path, parent_run_id: str | None) -> dict[str, str]:
 
 def forwarded_lines(lines: Iterable[str], every_s: float,
                     clock: Callable[[], float] = time.monotonic) -> Iterator[str]:
-    """The lines worth logging: every line ending in a newline, and of the progress redraws
+    r"""The lines worth logging: every line ending in a newline, and of the progress redraws
     (ending in a bare "\r") one per ``every_s`` seconds. A bar's final state comes as a line
     ending in a newline (tqdm's close), so it always passes; a redraw still held back when the
     stream ends is sent then. Text is not changed."""
