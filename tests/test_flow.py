@@ -69,9 +69,9 @@ def test_flow_rejects_unknown_stage(tmp_path):
 
 
 def test_progress_redraws_are_thinned_and_nothing_else_is_lost():
-    r"""Stage output as io.TextIOWrapper(newline="") splits it: tqdm writes "\\r" + bar. Lines
-    ending in "\\n" all pass; redraws pass once per interval, and the latest one held back is
-    sent before the next full line (so 100% is always shown)."""
+    r"""Stage output as io.TextIOWrapper(newline="") splits it: tqdm writes "\r" + bar. Lines
+    ending in "\n" all pass; redraws pass once per interval; a redraw held back at the end of
+    the stream is sent."""
     import io
 
     from flows.pipeline import forwarded_lines
