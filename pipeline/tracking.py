@@ -92,6 +92,10 @@ class StageRun:
     def step(self, step: int, **metrics: float) -> None:
         """Log per-step metrics now, and keep them for :meth:`write_steps`."""
         self.steps.append({"step": step, **metrics})
+        self.log_at(step, metrics)
+
+    def log_at(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """Log metrics at ``step`` to MLflow only (not kept for :meth:`write_steps`)."""
         if self._mlflow:
             clean = {k: float(v) for k, v in metrics.items() if v is not None}
             self._mlflow.log_metrics(clean, step=step)
@@ -168,6 +172,49 @@ class StageRun:
         w.writeheader()
         w.writerows(self.steps)
         write_text(path, buf.getvalue())
+
+
+class StepWindow:
+    """Per-step metrics averaged over windows of ``every`` steps before they reach MLflow.
+
+    A synchronous MLflow write costs a few milliseconds to tens of milliseconds (sqlite
+    store, 2 busy cores: 18 ms measured), as much as a tenth of a small SFT step. One point per
+    window keeps the curves (and the MLflow store) light; the stage still writes every step
+    to its ``steps.csv``. Each metric is the window's mean, except the ``last`` keys (a
+    schedule position such as lr or epoch), which take the window's last value. Call
+    :meth:`flush` at the end of an epoch or a run so a partial window is not lost.
+    """
+
+    def __init__(self, run: StageRun, every: int, last: tuple[str, ...] = ()):
+        if every < 1:
+            raise ValueError(f"StepWindow: every must be >= 1, got {every}")
+        self.run, self.every, self.last = run, every, set(last)
+        self.rows: list[tuple[int, Mapping[str, Any]]] = []
+
+    def add(self, step: int, metrics: Mapping[str, Any]) -> None:
+        self.rows.append((step, metrics))
+        if len(self.rows) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        step = self.rows[-1][0]
+        self.run.log_at(step, window_means([m for _, m in self.rows], self.last))
+        self.rows = []
+
+
+def window_means(rows: list[Mapping[str, Any]], last: set[str]) -> dict[str, float]:
+    """Mean of each metric over ``rows`` (None and NaN skipped); ``last`` keys: last value."""
+    out: dict[str, float] = {}
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    for k in keys:
+        vals = [float(r[k]) for r in rows if r.get(k) is not None and r[k] == r[k]]
+        if vals:
+            out[k] = vals[-1] if k in last else sum(vals) / len(vals)
+    return out
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ stages run, MLflow has the parent run with one child per stage, outputs exist), 
 (every stage is up to date).
 """
 
+import csv
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ TINY = {
                               [("math", 60), ("countdown", 30), ("sudoku", 30),
                                ("knights_knaves", 30), ("code", 30), ("ifeval", 40),
                                ("open_qa", 40)]}},
-    "sft": {"epochs": 2, "eval_tasks": 8, "save_every_steps": 10},
+    "sft": {"epochs": 2, "eval_tasks": 8, "save_every_steps": 10, "log_every_steps": 2},
     "select": {"prompts": 4, "samples_per_prompt": 2, "val_prompts": 4, "max_new_tokens": 48},
     # an undertrained tiny model solves nothing: keep the teacher-solvable prompts anyway
     "difficulty": {"samples_per_prompt": 2, "max_prompts": 24, "max_new_tokens": 48,
@@ -113,6 +114,18 @@ def test_tiny_recipe_end_to_end_then_cached(project):
     assert set(children) == set(stages)
     sft_loss = client.get_metric_history(children["sft"].info.run_id, "loss")
     assert len(sft_loss) > 2  # per-step metrics, logged as it went
+    # ... as means over windows of log_every_steps=2 steps, a window closing at an epoch's end
+    rows = list(csv.DictReader((root / "reports/sft/steps.csv").open()))
+    want, window = [], []
+    for r in rows:
+        window.append(float(r["loss"]))
+        if len(window) == 2 or float(r["epoch"]).is_integer():
+            want.append((int(r["step"]), sum(window) / len(window)))
+            window = []
+    assert len(rows) > len(want) > 2
+    got = sorted((m.step, m.value) for m in sft_loss)
+    assert [s for s, _ in got] == [s for s, _ in want]
+    assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-9)
     versions = client.search_model_versions("name='ringlite'")
     assert versions, "bench registered no model"
 

@@ -91,3 +91,34 @@ def test_table_accepts_rows_frames_and_columns(store):
     assert data["columns"] == ["a", "b"] and data["data"] == [[1, "x"], [2, "y"]]
     assert {a.path for a in client.list_artifacts(run.run_id)} == {"rows.json", "frame.json",
                                                                    "cols.json"}
+
+
+def test_step_window_logs_window_means_and_keeps_every_step_out_of_mlflow(store):
+    nan = float("nan")
+    steps = [  # (step, loss, lr, grad_norm)
+        (1, 4.0, 0.1, 1.0), (2, 2.0, 0.2, nan), (3, 3.0, 0.3, 3.0),
+        (4, 1.0, 0.4, 2.0), (5, 5.0, 0.5, None),
+    ]
+    with tracking.stage_run("sft", P(lr=0.1, steps=5)) as run:
+        window = tracking.StepWindow(run, every=2, last=("lr",))
+        for step, loss, lr, g in steps:
+            window.add(step, {"loss": loss, "lr": lr, "grad_norm": g})
+        window.flush()  # the partial window [5]
+        window.flush()  # nothing left: no extra point
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking.tracking_uri(store))
+
+    def hist(key):
+        return [(m.step, round(m.value, 6)) for m in client.get_metric_history(run.run_id, key)]
+
+    # windows [1,2] [3,4] [5], each logged at its last step
+    assert hist("loss") == [(2, 3.0), (4, 2.0), (5, 5.0)]
+    assert hist("lr") == [(2, 0.2), (4, 0.4), (5, 0.5)]  # last value, not the mean
+    assert hist("grad_norm") == [(2, 1.0), (4, 2.5)]  # NaN and None skipped; [5] has none
+    assert run.steps == []  # the window writes MLflow only; steps.csv is the stage's own
+
+
+def test_step_window_rejects_a_zero_window():
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        tracking.StepWindow(tracking.StageRun(None, None), every=0)

@@ -36,7 +36,7 @@ import torch
 from pipeline.atomic import atomic_path, write_json
 from pipeline.params import as_dict, load_section, load_seed
 from pipeline.schema import TASK, TRACE, validate
-from pipeline.tracking import StageRun, stage_run
+from pipeline.tracking import StageRun, StepWindow, stage_run
 from pipeline.train import resume
 from pipeline.train.deepspeed_engine import init_engine, launched
 from pipeline.train.greedy_eval import greedy_accuracy
@@ -105,10 +105,12 @@ class StageHooks(Hooks):
                  run: StageRun, rank: int):
         self.engine, self.tok, self.out, self.tasks, self.p = engine, tok, out, tasks, p
         self.run, self.rank = run, rank
+        # MLflow gets one point per log_every_steps (window means); steps.csv gets every step
+        self.window = StepWindow(run, p.log_every_steps, last=("lr", "epoch"))
 
     def on_step(self, m: dict[str, float]) -> None:
         if self.rank == 0:
-            self.run.step(int(m["step"]), **{k: v for k, v in m.items() if k != "step"})
+            self.window.add(int(m["step"]), {k: v for k, v in m.items() if k != "step"})
 
     def save_state(self, state: LoopState) -> None:
         tag = resume.tag_for(state.step)
@@ -123,6 +125,7 @@ class StageHooks(Hooks):
 
         result: dict[str, Any] = {"step": state.step}
         if self.rank == 0:
+            self.window.flush()
             save_checkpoint(self.engine.module, self.tok, self.out / f"epoch_{epoch + 1}")
             if self.tasks:
                 from pipeline.verify import score_batch

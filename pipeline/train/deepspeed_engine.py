@@ -22,7 +22,11 @@ What it does:
   decay to ``min_lr_ratio * lr`` at ``total_steps`` (a torch ``LambdaLR`` handed to DeepSpeed,
   so it is saved and restored with the DeepSpeed checkpoint).
 - Gradient clipping by global norm (``grad_clip``) inside DeepSpeed; read the pre-clip norm
-  with :func:`grad_norm` after ``engine.step()``.
+  with :func:`grad_norm` after ``engine.step()`` (ZeRO 1-3 and ZeRO-0 alike).
+- ZeRO stage: 0 for one rank (the embedded default). ZeRO partitions optimizer state,
+  gradients or weights across ranks; with a single rank there is nothing to partition, and
+  ZeRO-1 only adds flat-buffer copies, about 25 ms of a ~190 ms SFT step on 2 CPU cores.
+  Use 1-3 across GPUs.
 """
 
 from __future__ import annotations
@@ -175,7 +179,28 @@ def init_engine(
         model=model, optimizer=opt, lr_scheduler=sched,
         config=ds_config(cfg, micro_batch_size, grad_accum),
     )
+    if int(cfg.zero_stage) == 0 and not use_bf16(cfg):
+        _keep_fp32_clip_norm(engine)
     return engine
+
+
+def _keep_fp32_clip_norm(engine: Any) -> None:
+    """ZeRO-0 in fp32: keep the global norm DeepSpeed's clipping computes.
+
+    Without ZeRO and without mixed precision, ``DeepSpeedEngine._take_model_step`` clips with
+    ``deepspeed.runtime.utils.clip_grad_norm_`` through ``clip_fp32_gradients`` and drops the
+    norm it returns, so ``get_global_grad_norm()`` would stay ``None``. The same call, with
+    its result stored where the ZeRO optimizers put theirs. With ``grad_clip`` 0 DeepSpeed
+    does not clip, and the norm stays unknown (nan in the logs).
+    """
+    from deepspeed.runtime.utils import clip_grad_norm_
+
+    def clip() -> None:
+        engine._global_grad_norm = clip_grad_norm_(
+            parameters=engine.module.parameters(), max_norm=engine.gradient_clipping(),
+            mpu=engine.mpu)
+
+    engine.clip_fp32_gradients = clip
 
 
 def grad_norm(engine: Any) -> float:

@@ -39,7 +39,8 @@ class SftParams:
     max_seq_len: int = 256  # prompt + response tokens; longer traces are dropped (counted)
     grad_accum: int = 1  # micro-batches per optimizer step and rank
     aux_loss_coef: float = 0.001  # MoE load-balancing loss weight (0 = off)
-    save_every_steps: int = 25  # DeepSpeed state for resume, besides every epoch end
+    save_every_steps: int = 100  # DeepSpeed state for resume, besides every epoch end
+    log_every_steps: int = 10  # steps averaged into one MLflow point (steps.csv: every step)
     num_processes: int = 1  # >1: main() re-executes itself under torchrun (gloo on CPU)
     eval_tasks: int = 48  # held-out easy tasks greedy-decoded after each epoch (0 = off)
     eval_max_new_tokens: int = 192

@@ -12,7 +12,7 @@ The peer: ``Trainer`` with ``DataCollatorForSeq2Seq`` (pads each batch to its lo
 labels -100 on prompt and pad), ``per_device_train_batch_size=--batch-size``, fp32 on CPU, no
 ``group_by_length`` (a plain setup). Ours: rows packed to ``--row-tokens`` with restarting
 position ids, ``--rows`` rows per micro-batch, through :func:`pipeline.train.sft.train_step` on a DeepSpeed
-engine (ZeRO-1, AdamW, clipping). Both run one epoch over the same samples after a warm-up,
+engine (``--zero-stage``, default 0 as in params.yaml for one rank; AdamW, clipping). Both run one epoch over the same samples after a warm-up,
 alternating ``--rounds`` times (each path keeps its best round: the machine may be shared).
 """
 
@@ -36,12 +36,14 @@ def load(base: str):
     return AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
 
 
-def ours(base: str, samples, row_tokens: int, rows: int, warmup: int) -> dict[str, float]:
+def ours(base: str, samples, row_tokens: int, rows: int, warmup: int,
+         zero_stage: int) -> dict[str, float]:
     model, tok = load(base)
     packed = pack(samples, row_tokens, seed=0)
     batches = [stack_rows(packed[i : i + rows], tok.pad_token_id)
                for i in range(0, len(packed), rows)]
-    engine = init_engine(model, OptimParams(), total_steps=len(batches) + warmup,
+    engine = init_engine(model, OptimParams(zero_stage=zero_stage),
+                         total_steps=len(batches) + warmup,
                          micro_batch_size=rows)
     for b in batches[:warmup]:
         train_step(engine, [b], 0.0)
@@ -117,6 +119,7 @@ def main() -> None:
     ap.add_argument("--max-seq-len", type=int, default=256)
     ap.add_argument("--out-dir", default="/tmp/sft_throughput_trainer")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds (best kept)")
+    ap.add_argument("--zero-stage", type=int, default=0, help="DeepSpeed ZeRO stage of ours")
     a = ap.parse_args()
     torch.manual_seed(0)
     df = pl.read_parquet(a.traces).filter(pl.col("verified")).sample(
@@ -129,11 +132,11 @@ def main() -> None:
     # A-B-A-B: on a shared machine the load drifts; each path keeps its best round
     r_ours, r_peer = None, None
     for _ in range(a.rounds):
-        r = ours(a.base, samples, a.row_tokens, a.rows, warmup=3)
+        r = ours(a.base, samples, a.row_tokens, a.rows, warmup=3, zero_stage=a.zero_stage)
         r_ours = r if r_ours is None or r["tokens_per_s"] > r_ours["tokens_per_s"] else r_ours
         r = peer(a.base, samples, a.batch_size, warmup=3, out_dir=a.out_dir)
         r_peer = r if r_peer is None or r["tokens_per_s"] > r_peer["tokens_per_s"] else r_peer
-    for name, r in (("ours (packed, DeepSpeed)", r_ours), ("Trainer (padded)", r_peer)):
+    for name, r in ((f"ours (packed, ZeRO-{a.zero_stage})", r_ours), ("Trainer (padded)", r_peer)):
         waste = 1 - r["real_tokens"] / r["computed_tokens"]
         print(f"{name:26s} {r['tokens_per_s']:9.0f} tokens/s (wall) "
               f"{r['tokens_per_cpu_s']:9.0f} tokens/cpu-s  {r['steps']:4d} steps "
