@@ -83,3 +83,31 @@ def test_zero_stage_matches_torch_adamw_with_clipping(stage):
         torch.testing.assert_close(ds_w[k], v, rtol=1e-4, atol=1e-5, msg=k)
         moved = max(moved, float((v - base.state_dict()[k]).abs().max()))
     assert moved > 1e-3  # the weights did change
+
+
+def test_one_cpu_rank_skips_the_shared_memory_op_build(tmp_path):
+    """A fresh extensions cache stays empty: no JIT build of deepspeed_shm_comm for one rank."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from pipeline.train.deepspeed_engine import OptimParams, grad_norm, init_engine\n"
+        "import deepspeed.comm.comm as dist\n"
+        "m = torch.nn.Linear(4, 2)\n"
+        "e = init_engine(m, OptimParams(zero_stage=0, precision='fp32'), total_steps=2)\n"
+        "loss = e(torch.ones(1, 4)).sum()\n"
+        "e.backward(loss); e.step()\n"
+        "print('shm', dist.cdb.shm_comm_op, 'norm', round(grad_norm(e), 4))\n"
+    )
+    ext = tmp_path / "ext"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env |= {"TORCH_EXTENSIONS_DIR": str(ext), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr[-3000:]
+    # d(sum(Wx + b))/dW = ones(2, 4), /db = ones(2): norm sqrt(10) = 3.1623
+    assert "shm None norm 3.1623" in out.stdout
+    assert not any(ext.rglob("*shm*")), sorted(p.name for p in ext.rglob("*"))

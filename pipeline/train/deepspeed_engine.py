@@ -11,8 +11,10 @@ What it does:
   (``RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=<free port>``); under
   ``torchrun`` / the ``deepspeed`` launcher the launcher's values are kept. Without them
   DeepSpeed falls back to MPI discovery (mpi4py), which is not installed.
-- ``TORCH_EXTENSIONS_DIR`` defaults to ``<repo>/.cache/torch_extensions``: DeepSpeed JIT-compiles
-  an op on the first ``initialize`` (~30-45 s on 2 CPU cores); later runs reuse it.
+- ``TORCH_EXTENSIONS_DIR`` defaults to ``<repo>/.cache/torch_extensions``: on CPU DeepSpeed
+  JIT-compiles its shared-memory all-reduce op on the first ``initialize`` (~30-45 s on 2 CPU
+  cores); later runs reuse it. One CPU rank has no all-reduce to speed up and skips the build
+  (:func:`_skip_shm_comm_build`).
 - Backend: gloo on CPU, nccl on CUDA. Precision: fp32 on CPU, bf16 on CUDA (``precision``).
 - Optimizer: ``torch.optim.AdamW`` (decoupled weight decay; no weight decay on biases, norms and
   embeddings-free 1-D params). DeepSpeed's ``DeepSpeedCPUAdam`` would need another JIT compile
@@ -31,6 +33,7 @@ What it does:
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import socket
@@ -147,9 +150,27 @@ def init_distributed() -> None:
     setup_dist_env()
     if torch.cuda.is_available():
         torch.cuda.set_device(device())
+    elif int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        _skip_shm_comm_build()
     if not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         deepspeed.init_distributed(dist_backend=backend, verbose=False)
+
+
+def _skip_shm_comm_build() -> None:
+    """One CPU rank: keep DeepSpeed from JIT-building its shared-memory all-reduce op.
+
+    ``deepspeed.comm.torch.TorchBackend`` builds ``deepspeed_shm_comm`` on every CPU start
+    (30-55 s on 2 cores the first time in a checkout, a second or so to load it after). The op
+    only speeds up collectives between ranks on one host; a world of one has none, and the
+    backend runs without it (``shm_comm_op`` None: plain gloo). Under torchrun with more
+    ranks it is built as usual.
+    """
+    # not ``import deepspeed.comm.torch as m``: that resolves the attribute ``torch`` of
+    # ``deepspeed.comm``, which is the torch package itself
+    ds_torch = importlib.import_module("deepspeed.comm.torch")
+    if hasattr(ds_torch, "build_shm_op"):
+        ds_torch.build_shm_op = lambda: None
 
 
 def init_engine(
