@@ -1,4 +1,5 @@
-"""init_engine: ZeRO-0 and ZeRO-1 train alike and report the pre-clip gradient norm.
+"""init_engine: ZeRO-0 and ZeRO-1 train alike and report the pre-clip gradient norm (each engine
+in a child process: see run_child).
 
 The reference is plain torch: AdamW with the same parameter groups and schedule, and
 ``torch.nn.utils.clip_grad_norm_`` before each step.
@@ -7,6 +8,10 @@ The reference is plain torch: AdamW with the same parameter groups and schedule,
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +25,7 @@ from pipeline.train.deepspeed_engine import (
 )
 
 STEPS = 4
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_model():
@@ -69,8 +75,9 @@ def with_deepspeed(model, cfg: OptimParams):
     return norms, {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
 
 
-@pytest.mark.parametrize("stage", [0, 1])
-def test_zero_stage_matches_torch_adamw_with_clipping(stage):
+def check_stage(stage: int) -> None:
+    """The comparison itself; runs in a child process (see the test below)."""
+    torch.set_num_threads(1)
     base = tiny_model()
     cfg = OptimParams(lr=1e-2, weight_decay=0.1, warmup_ratio=0.25, min_lr_ratio=0.1,
                       grad_clip=0.5, zero_stage=stage, precision="fp32")
@@ -83,14 +90,32 @@ def test_zero_stage_matches_torch_adamw_with_clipping(stage):
         torch.testing.assert_close(ds_w[k], v, rtol=1e-4, atol=1e-5, msg=k)
         moved = max(moved, float((v - base.state_dict()[k]).abs().max()))
     assert moved > 1e-3  # the weights did change
+    print(f"stage {stage} ok: norms {[round(n, 4) for n in ds_norms]}")
+
+
+def run_child(code: str, env_extra: dict[str, str] | None = None):
+    """Run ``code`` in a fresh interpreter at the repo root, one rank, one thread.
+
+    DeepSpeed keeps process groups and group caches in module globals; another in-process
+    user of torch.distributed (vLLM's engine tests tear down the default group) would leave
+    them stale for later tests. A child process keeps this file's engines to itself.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env |= {"OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
+
+
+@pytest.mark.parametrize("stage", [0, 1])
+def test_zero_stage_matches_torch_adamw_with_clipping(stage):
+    out = run_child(f"from tests.test_deepspeed_engine import check_stage; check_stage({stage})")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"stage {stage} ok" in out.stdout
 
 
 def test_one_cpu_rank_skips_the_shared_memory_op_build(tmp_path):
     """A fresh extensions cache stays empty: no JIT build of deepspeed_shm_comm for one rank."""
-    import os
-    import subprocess
-    import sys
-
     code = (
         "import torch\n"
         "from pipeline.train.deepspeed_engine import OptimParams, grad_norm, init_engine\n"
@@ -102,11 +127,7 @@ def test_one_cpu_rank_skips_the_shared_memory_op_build(tmp_path):
         "print('shm', dist.cdb.shm_comm_op, 'norm', round(grad_norm(e), 4))\n"
     )
     ext = tmp_path / "ext"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env |= {"TORCH_EXTENSIONS_DIR": str(ext), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    out = run_child(code, {"TORCH_EXTENSIONS_DIR": str(ext)})
     assert out.returncode == 0, out.stderr[-3000:]
     # d(sum(Wx + b))/dW = ones(2, 4), /db = ones(2): norm sqrt(10) = 3.1623
     assert "shm None norm 3.1623" in out.stdout
