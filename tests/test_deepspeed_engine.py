@@ -11,7 +11,6 @@ import copy
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,9 +22,9 @@ from pipeline.train.deepspeed_engine import (
     lr_lambda,
     param_groups,
 )
+from tests.conftest import RANK_ENV, REPO
 
 STEPS = 4
-REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_model():
@@ -100,8 +99,7 @@ def run_child(code: str, env_extra: dict[str, str] | None = None):
     user of torch.distributed (vLLM's engine tests tear down the default group) would leave
     them stale for later tests. A child process keeps this file's engines to itself.
     """
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = {k: v for k, v in os.environ.items() if k not in RANK_ENV}
     env |= {"OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=300, cwd=REPO)

@@ -15,7 +15,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO, VENV_BIN
+from tests.conftest import RANK_ENV, REPO, VENV_BIN
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +68,7 @@ def project(tmp_path_factory):
            "PREFECT_HOME": str(root / ".prefect"), "MLFLOW_EXPERIMENT_NAME": "e2e",
            "RINGLITE_TRACKING": "on", "PYTHONPATH": str(root)}
     for k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "RINGLITE_PARENT_RUN_ID",
-              "RINGLITE_PIPELINE_RUN_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-              "MASTER_PORT"):
+              "RINGLITE_PIPELINE_RUN_ID", *RANK_ENV):
         env.pop(k, None)
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
                 ["git", "config", "user.name", "ci"], [str(VENV_BIN / "dvc"), "init", "-q"],

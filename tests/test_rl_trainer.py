@@ -255,11 +255,13 @@ def test_kill9_resume_reproduces_uninterrupted_run(tmp_path):
     model, tok = tiny_trained_moe()
     save_checkpoint(model, tok, tmp_path / "model")  # every child starts from the same bytes
 
+    from tests.conftest import RANK_ENV  # here: this file also runs as a child script
+
     def child(resume: Path, out: Path, kill_at: int | None) -> tuple[int, str]:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         # a DeepSpeed init in this pytest process set the rank env (and holds MASTER_PORT):
         # the child must set up its own single-process group
-        for key in (FAULT_ENV, "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        for key in (FAULT_ENV, *RANK_ENV):
             env.pop(key, None)
         if kill_at is not None:
             env[FAULT_ENV] = str(kill_at)

@@ -24,6 +24,7 @@ import torch
 from pipeline.schema import TRACE, frame
 from pipeline.train.deepspeed_engine import lr_lambda, setup_dist_env
 from pipeline.train.sft import tokenize_traces
+from tests.conftest import RANK_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -120,7 +121,7 @@ def run_stage(root: Path, name: str, params: Path, **popen) -> subprocess.Popen:
     (root / "runner.py").write_text(RUNNER)
     env = {**os.environ, "RINGLITE_TRACKING": "off", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO)}
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+    for k in RANK_ENV:
         env.pop(k, None)
     cmd = [sys.executable, str(root / "runner.py"), "--traces", str(root / "traces.parquet"),
            "--base", str(root / "base"), "--out", str(root / name / "model"),
