@@ -130,3 +130,21 @@ def test_tiny_recipe_end_to_end_then_cached(project):
 
     second = flow(root, env)
     assert second == {s: "up-to-date" for s in stages}
+
+
+def test_exp_run_on_an_rl_param_reruns_only_rl_and_bench(project):
+    """`dvc exp run -S rl_reasoning.<key>=...` reruns rl_reasoning, rl_general and bench only.
+
+    Runs after the end-to-end test (same module-scoped project); runs the flow first when
+    alone. Every earlier stage, `sft` with its persisted resume state included, is skipped.
+    """
+    root, env = project
+    flow(root, env)  # no-op when the first test ran
+    r = subprocess.run([str(VENV_BIN / "dvc"), "exp", "run", "-S", "rl_reasoning.kl_coef=0.002"],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-6000:]
+    out = r.stdout + r.stderr
+    ran = {s for s in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+           if f"Running stage '{s}'" in out}
+    assert ran == {"rl_reasoning", "rl_general", "bench"}, out[-4000:]
+    assert yaml.safe_load((root / "params.yaml").read_text())["rl_reasoning"]["kl_coef"] == 0.002
