@@ -24,9 +24,8 @@ import torch
 from pipeline.schema import TRACE, frame
 from pipeline.train.deepspeed_engine import lr_lambda, setup_dist_env
 from pipeline.train.sft import tokenize_traces
-from tests.conftest import RANK_ENV
+from tests.conftest import RANK_ENV, REPO
 
-REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 STANDINS = '''

@@ -11,9 +11,10 @@ the padding waste each path pays (pad tokens / tokens computed).
 The peer: ``Trainer`` with ``DataCollatorForSeq2Seq`` (pads each batch to its longest sample,
 labels -100 on prompt and pad), ``per_device_train_batch_size=--batch-size``, fp32 on CPU, no
 ``group_by_length`` (a plain setup). Ours: rows packed to ``--row-tokens`` with restarting
-position ids, ``--rows`` rows per micro-batch, through :func:`pipeline.train.sft.train_step` on a DeepSpeed
-engine (``--zero-stage``, default 0 as in params.yaml for one rank; AdamW, clipping). Both run
-one epoch over the same samples after a warm-up, alternating ``--rounds`` times (each path keeps its best round: the machine may be shared).
+position ids, ``--rows`` rows per micro-batch, through :func:`pipeline.train.sft.train_step`
+on a DeepSpeed engine (``--zero-stage``, default 0 as in params.yaml for one rank; AdamW,
+clipping). Both run one epoch over the same samples after a warm-up, alternating ``--rounds``
+times (each path keeps its best round: the machine may be shared).
 """
 
 from __future__ import annotations
