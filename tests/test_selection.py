@@ -114,6 +114,24 @@ def test_mean_token_entropy_weights_tokens_not_samples():
     assert math.isnan(mean_token_entropy([torch.zeros(0)]))
 
 
+# ---- which RL prompts the entropy is measured on ------------------------------------------
+def test_group_rows_keeps_the_domain_group_of_the_rl_stage():
+    import polars as pl
+
+    from pipeline.schema import TASK, frame
+    from pipeline.stages.select import group_rows
+    from pipeline.tasks import generate
+
+    tasks = generate("math", 3, seed=1) + generate("ifeval", 2, seed=1) + generate("code", 2, seed=1)
+    df = pl.DataFrame(frame(tasks, TASK))
+    assert group_rows(df, "reasoning", "rl.parquet")["domain"].to_list() == ["math"] * 3 + ["code"] * 2
+    assert group_rows(df, "general", "rl.parquet")["domain"].to_list() == ["ifeval"] * 2
+    assert group_rows(df, "all", "rl.parquet").height == 7
+    only_math = df.filter(pl.col("domain") == "math")
+    with pytest.raises(ValueError, match=r"rl\.parquet: no RL prompts of domain group 'general'.*\['math'\]"):
+        group_rows(only_math, "general", "rl.parquet")
+
+
 # ---- the select stage end to end (tiny MoE, real torch engine, real verifier) ------------
 @pytest.mark.integration
 def test_select_stage_writes_choice_table_and_plot(tmp_path, monkeypatch):
@@ -137,13 +155,23 @@ def test_select_stage_writes_choice_table_and_plot(tmp_path, monkeypatch):
     save_checkpoint(model, tok, "sft/epoch_2")
     (tmp_path / "sft" / "epoch_2" / "latest").write_text("global_step9")  # DeepSpeed leftover
     tasks = generate("math", 6, seed=1)
-    pl.DataFrame(frame(tasks, TASK)).write_parquet("rl.parquet")
+    # ifeval prompts too: the default domain_group (reasoning) must leave them out
+    pl.DataFrame(frame(tasks + generate("ifeval", 6, seed=1), TASK)).write_parquet("rl.parquet")
     pl.DataFrame(frame(tasks[:3], TASK)).write_parquet("val.parquet")
     params = {"seed": 3, "select": {"prompts": 4, "samples_per_prompt": 2, "max_new_tokens": 12,
                                     "val_prompts": 3, "band_low": 0.0, "band_high": 0.0}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    measured = select.measure
+    seen_domains: set[str] = set()
+
+    def spy(path, epoch, rl, *args, **kw):
+        seen_domains.update(r["domain"] for r in rl)
+        return measured(path, epoch, rl, *args, **kw)
+
+    monkeypatch.setattr(select, "measure", spy)
     select.main(["--sft", "sft", "--tasks", "rl.parquet", "--val", "val.parquet",
                  "--out", "selected", "--report-dir", "rep"])
+    assert seen_domains == {"math"}
 
     table = pl.read_csv("rep/checkpoints.csv").sort("epoch")
     assert table["epoch"].to_list() == [1, 2]

@@ -2,7 +2,8 @@
 
 For every ``<sft>/epoch_<k>`` HF folder:
 1. sample ``samples_per_prompt`` responses at temperature 1.0 to a fixed, seeded subset of
-   ``prompts`` RL prompts (the RL rollout settings);
+   ``prompts`` RL prompts of ``domain_group`` (default ``reasoning``: the prompts of the RL
+   stage the chosen checkpoint starts, as in the paper; the RL rollout settings);
 2. mean full-vocabulary token entropy over the generated tokens, from a teacher-forced forward
    (:mod:`pipeline.selection.entropy`);
 3. validation accuracy: greedy on ``val_prompts`` tasks of ``--val``, shared verifier.
@@ -31,7 +32,7 @@ import polars as pl
 from pipeline.atomic import atomic_dir, atomic_path, write_json, write_text
 from pipeline.bench.sampling import Sampling, sample_and_score
 from pipeline.params import load_section, load_seed
-from pipeline.schema import TASK, validate
+from pipeline.schema import TASK, domain_group, validate
 from pipeline.selection.entropy import policy_entropy
 from pipeline.selection.rule import Candidate, Choice, choose
 from pipeline.tracking import stage_run
@@ -44,6 +45,7 @@ SKIP_FILES = {"latest", "zero_to_fp32.py"}  # DeepSpeed resume files, not part o
 class SelectParams:
     engine: Literal["torch", "vllm"] = "torch"
     prompts: int = 24  # RL prompts sampled per checkpoint (fixed, seeded subset)
+    domain_group: Literal["reasoning", "general", "all"] = "reasoning"  # which RL prompts
     samples_per_prompt: int = 4  # K
     max_new_tokens: int = 160
     temperature: float = 1.0
@@ -64,6 +66,21 @@ def checkpoints(sft_dir: Path) -> list[tuple[int, Path]]:
     if not found:
         raise FileNotFoundError(f"{sft_dir}: no epoch_<k>/ checkpoint folders with config.json")
     return sorted(found)
+
+
+def group_rows(df: pl.DataFrame, group: str, source: str) -> pl.DataFrame:
+    """The rows of ``df`` whose domain belongs to ``group`` (``all``: every row)."""
+    if group == "all":
+        return df
+    if group not in ("reasoning", "general"):
+        raise ValueError(f"select.domain_group: must be reasoning, general or all, got {group!r}")
+    keep = [domain_group(d) == group for d in df["domain"].to_list()]
+    out = df.filter(pl.Series(keep, dtype=pl.Boolean))
+    if out.height == 0:
+        found = sorted(set(df["domain"].to_list()))
+        raise ValueError(f"{source}: no RL prompts of domain group {group!r} "
+                         f"(select.domain_group); domains present: {found}")
+    return out
 
 
 def subset(df: pl.DataFrame, count: int, seed: int) -> list[dict[str, Any]]:
@@ -156,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = load_section("select", SelectParams, a.params)
     seed = load_seed(a.params)
-    rl = subset(validate(pl.read_parquet(a.tasks), TASK, str(a.tasks)), p.prompts, seed)
+    tasks = validate(pl.read_parquet(a.tasks), TASK, str(a.tasks))
+    rl = subset(group_rows(tasks, p.domain_group, str(a.tasks)), p.prompts, seed)
     val = subset(validate(pl.read_parquet(a.val), TASK, str(a.val)), p.val_prompts, seed)
     with stage_run("select", p) as run:
         rows = [measure(path, e, rl, val, p, seed, run) for e, path in checkpoints(a.sft)]
