@@ -51,8 +51,8 @@ class SelectParams:
     temperature: float = 1.0
     top_p: float = 1.0
     val_prompts: int = 48  # greedy validation tasks per checkpoint
-    band_low: float = 1.0  # entropy band in nats, calibrated to the tiny default model
-    band_high: float = 1.8  # (paper: 0.3-0.5 for its 16.8B model; see docs/select.md)
+    band_low: float = 0.15  # entropy band in nats, calibrated to the tiny default model
+    band_high: float = 0.3  # (paper: 0.3-0.5 for its 16.8B model; see docs/select.md)
     tie_break: Literal["latest", "best_accuracy"] = "latest"
 
 
