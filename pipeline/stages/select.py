@@ -69,11 +69,10 @@ def checkpoints(sft_dir: Path) -> list[tuple[int, Path]]:
 
 
 def group_rows(df: pl.DataFrame, group: str, source: str) -> pl.DataFrame:
-    """The rows of ``df`` whose domain belongs to ``group`` (``all``: every row)."""
+    """The rows of ``df`` whose domain belongs to ``group`` (``all``: every row); the params
+    loader has already rejected any other value of ``select.domain_group``."""
     if group == "all":
         return df
-    if group not in ("reasoning", "general"):
-        raise ValueError(f"select.domain_group: must be reasoning, general or all, got {group!r}")
     keep = [domain_group(d) == group for d in df["domain"].to_list()]
     out = df.filter(pl.Series(keep, dtype=pl.Boolean))
     if out.height == 0:
