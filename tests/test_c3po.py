@@ -86,3 +86,46 @@ def test_bad_arguments_raise():
         normalise(x, m, "budget", None)
     with pytest.raises(ValueError, match="unknown normaliser"):
         normalise(x, m, "sum", None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("estimator", "value", "grad"), [
+    # x = ref - logp = ln 2 at r0 token 1 (the only token where policy and reference differ)
+    ("k3", 1.0 - math.log(2.0), 1.0 - 2.0),          # d/dlogp [e^x - x - 1] = 1 - e^x
+    ("k2", 0.5 * math.log(2.0) ** 2, -math.log(2.0)),  # d/dlogp [x^2 / 2] = -x
+    ("k1", -math.log(2.0), 1.0),                       # d/dlogp [-x] = 1
+])
+def test_kl_estimators_value_and_gradient(estimator, value, grad):
+    logp, old, ref, adv, mask = _inputs()
+    zero_adv = torch.zeros_like(adv)  # only the KL term moves the loss
+    loss, stats = c3po_loss(logp, old, ref, zero_adv, mask, normaliser="budget", budget=1,
+                            clip_eps=0.2, kl_coef=1.0, kl_estimator=estimator)
+    assert loss.item() == pytest.approx(value, rel=1e-5)  # L = +beta * sum KL / Phi
+    assert stats.kl == pytest.approx(value / 5, rel=1e-5)
+    loss.backward()
+    expected = torch.zeros(2, 3)
+    if estimator == "k1":  # the log-ratio term has a gradient at every selected token
+        expected = mask.clone()
+    expected[0, 1] = grad
+    torch.testing.assert_close(logp.grad, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_k3_weighs_a_collapsed_token_far_above_k2():
+    # a token at 1/20 of its reference probability: k3's gradient weight is 1 - 20 = -19,
+    # k2's is -ln 20 ~ -3.0
+    logp = torch.tensor([[math.log(0.01)]], requires_grad=True)
+    ref = torch.tensor([[math.log(0.2)]])
+    weights = {}
+    for est in ("k3", "k2"):
+        lp = logp.detach().clone().requires_grad_(True)
+        loss, _ = c3po_loss(lp, lp.detach(), ref, torch.zeros(1), torch.ones(1, 1),
+                            normaliser="budget", budget=1, kl_coef=1.0, kl_estimator=est)
+        loss.backward()
+        weights[est] = lp.grad.item()
+    assert weights["k3"] == pytest.approx(-19.0, rel=1e-4)
+    assert weights["k2"] == pytest.approx(-math.log(20.0), rel=1e-4)
+
+
+def test_unknown_kl_estimator_is_an_error():
+    logp, old, ref, adv, mask = _inputs()
+    with pytest.raises(ValueError, match="kl_estimator"):
+        c3po_loss(logp, old, ref, adv, mask, budget=1, kl_estimator="k4")

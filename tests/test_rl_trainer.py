@@ -246,6 +246,88 @@ def test_first_update_supplies_old_logprobs():
         torch.testing.assert_close(g_i[n], g_s[n], rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("temperature", [0.6, 1.4])
+def test_trainer_logprobs_follow_the_sampling_temperature(temperature):
+    # The engine reports log_softmax(logits / T) for the tokens it samples; the trainer's
+    # old log-probs (the first update's forward) must be the same numbers.
+    p = RLParams(**SMALL, token_budget=10_000, drop_zero_variance=False, deepspeed=False,
+                 temperature=temperature, optim=RLOptim(lr=0.0))
+    row = rl_step(make_run(p), 1)
+    assert row["tokens_trained"] > 20
+    assert row["logprob_mismatch_abs"] < 1e-5
+
+
+def test_reference_follows_the_policys_device_and_dtype():
+    from pipeline.rl.stage import frozen_like
+
+    model, _ = tiny_trained_moe()
+    policy = copy.deepcopy(model).to(torch.bfloat16)
+    ref = frozen_like(copy.deepcopy(model), policy)
+    assert {t.dtype for t in ref.parameters()} == {torch.bfloat16}
+    assert not any(t.requires_grad for t in ref.parameters()) and not ref.training
+    on_meta = copy.deepcopy(model).to("meta")
+    ref = frozen_like(copy.deepcopy(model), on_meta)
+    assert {t.device.type for t in ref.parameters()} == {"meta"}
+
+
+def test_stage_builds_the_reference_after_the_optimizer_moves_the_policy(tmp_path, monkeypatch):
+    # build_run: the optimizer setup may move and cast the policy (bf16 on a GPU); the
+    # reference must be built after it, from the same weights, in the policy's dtype.
+    from pipeline.rl import stage
+
+    model, tok = tiny_trained_moe()
+    save_checkpoint(model, tok, tmp_path / "m")
+
+    def cast_to_bf16(policy, optim, total_steps, deepspeed):
+        policy.to(torch.bfloat16)
+        return make_updater(policy, optim, total_steps, False)
+
+    monkeypatch.setattr(stage, "make_updater", cast_to_bf16)
+    run = stage.build_run(RLParams(**SMALL, deepspeed=False), 1, str(tmp_path / "m"),
+                          toy_tasks(), toy_score)
+    assert next(run.reference.parameters()).dtype == torch.bfloat16
+    for (n, a), (_, b) in zip(run.reference.named_parameters(),
+                              run.updater.module.named_parameters(), strict=True):
+        assert torch.equal(a, b.detach()), n
+
+
+def test_dynamic_sampling_rolls_out_until_the_budget_holds_signal():
+    # Only tasks with an even id can be rewarded unevenly; the others always score 0 (zero
+    # variance). With a budget larger than one round's signal, further rounds are drawn.
+    def score_fn(tasks, texts):
+        return [Score(float(int(t["id"]) % 2 == 0 and i % 2 == 0), True, "")
+                for i, (t, _) in enumerate(zip(tasks, texts, strict=True))]
+
+    base = dict(SMALL, prompts_per_step=2)
+    one = rl_step(make_run(RLParams(**base, token_budget=200, deepspeed=False),
+                           score_fn=score_fn), 1)
+    assert one["rollout_rounds"] == 1 and one["prompts_drawn"] == 2
+    run = make_run(RLParams(**base, token_budget=200, deepspeed=False, max_rollout_rounds=4),
+                   score_fn=score_fn)
+    many = rl_step(run, 1)
+    assert many["rollout_rounds"] > 1
+    assert many["prompts_drawn"] == 2 * many["rollout_rounds"] == run.stream.cursor
+    assert many["tokens_selected"] >= one["tokens_selected"]
+    # a budget the first round fills: no extra round
+    small = rl_step(make_run(RLParams(**base, token_budget=8, deepspeed=False,
+                                      max_rollout_rounds=4), score_fn=score_fn), 1)
+    assert small["rollout_rounds"] == 1 and small["tokens_trained"] == 8
+
+
+def test_placebo_trains_on_shuffled_rewards_but_logs_the_real_ones():
+    def by_length(tasks, texts):  # a reward that depends on the response, with variance
+        return [Score(float(len(x) % 2), bool(len(x) % 2), "") for x in texts]
+
+    p = dict(SMALL, token_budget=400, drop_zero_variance=False, deepspeed=False)
+    real = rl_step(make_run(RLParams(**p), score_fn=by_length), 1)
+    run = make_run(RLParams(**p, placebo=True), score_fn=by_length)
+    placebo = rl_step(run, 1)
+    assert real["zero_variance_groups"] < 4
+    assert placebo["reward"] == real["reward"]  # same samples, same verdicts, logged as they are
+    assert placebo["zero_variance_groups"] == real["zero_variance_groups"]
+    assert placebo["loss"] != real["loss"]  # the update saw other advantages
+
+
 def _comparable(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]
 

@@ -51,3 +51,38 @@ def summarize(per_problem: Iterable[Sequence[bool]], ks: Sequence[int]) -> dict[
         if k <= n_min:
             out[f"pass_at_{k}"] = float(np.mean([pass_at_k(len(c), sum(c), k) for c in problems]))
     return out
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, standard error of the mean) of per-problem scores; SE 0 for fewer than 2."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return float("nan"), float("nan")
+    se = float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else 0.0
+    return float(x.mean()), se
+
+
+def paired_bootstrap(before: Sequence[float], after: Sequence[float], n_boot: int = 10_000,
+                     seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean of after - before, CI low, CI high): a percentile bootstrap over problems.
+
+    ``before[i]`` and ``after[i]`` are the same problem's scores (e.g. avg@k) under two models;
+    resampling whole problems keeps the pairing, so the interval reflects how much the
+    difference would move on another draw of problems from the same generator.
+    """
+    a = np.asarray(before, dtype=np.float64)
+    b = np.asarray(after, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired_bootstrap: need two equal-length 1-D arrays, got {a.shape} "
+                         f"and {b.shape}")
+    if a.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    d = b - a
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for s in range(0, n_boot, 1000):  # chunks keep the index matrix small
+        m = min(1000, n_boot - s)
+        means[s:s + m] = d[rng.integers(0, d.size, size=(m, d.size))].mean(axis=1)
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(d.mean()), float(lo), float(hi)

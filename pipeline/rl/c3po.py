@@ -14,13 +14,15 @@ import torch
 
 Normaliser = Literal["budget", "token_mean", "seq_mean"]
 NORMALISERS: tuple[str, ...] = ("budget", "token_mean", "seq_mean")
+KlEstimator = Literal["k1", "k2", "k3"]
+KL_ESTIMATORS: tuple[str, ...] = ("k1", "k2", "k3")
 
 
 @dataclass(frozen=True)
 class LossStats:
     """Diagnostics of one loss evaluation (plain floats, detached)."""
 
-    kl: float  # mean k3 KL per selected token
+    kl: float  # mean of the penalised KL estimator (k1, k2 or k3) per selected token
     clip_fraction: float  # fraction of selected tokens whose ratio was clipped (and mattered)
     ratio_mean: float
     tokens: int  # number of selected tokens (mask sum)
@@ -60,12 +62,23 @@ def c3po_loss(
     budget: int | None = None,
     clip_eps: float = 0.2,
     kl_coef: float = 1e-3,
+    kl_estimator: KlEstimator = "k3",
 ) -> tuple[torch.Tensor, LossStats]:
-    r"""Clipped policy loss with k3 KL, normalised by the token budget Φ (C3PO).
+    r"""Clipped policy loss with a KL penalty, normalised by the token budget Φ (C3PO).
 
     With r_t = exp(logp_t - old_logp_t), A_t the response's advantage broadcast over its tokens,
-    KL_t = exp(ref_t - logp_t) - (ref_t - logp_t) - 1 (Schulman's k3, >= 0) and Ψ the selected
-    tokens (``mask``)::
+    Ψ the selected tokens (``mask``) and KL_t one of Schulman's estimators of KL(π_θ || π_ref)
+    at token t, with x = ref_t - logp_t:
+
+    - ``k3``: exp(x) - x - 1 (>= 0). Its gradient weighs a token by 1 - π_ref/π_θ, which grows
+      without bound where the policy has moved far below the reference (a token at 1/20 of its
+      reference probability counts 19x);
+    - ``k2``: x² / 2 (>= 0). Its gradient is -x ∇logp: the true gradient of KL(π_θ || π_ref)
+      for tokens sampled from π_θ, linear in the log-ratio, so no token dominates;
+    - ``k1``: -x (the plain log-ratio; unbiased for the KL value, but its gradient is ∇logp,
+      which carries no information about the reference).
+
+    ::
 
         L = -(1/Φ) Σ_{t∈Ψ} [ min(r_t A_t, clip(r_t, 1-ε, 1+ε) A_t) - β KL_t ]
 
@@ -85,7 +98,14 @@ def c3po_loss(
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     surrogate = torch.minimum(ratio * advantages, clipped * advantages)
     log_ref_ratio = ref_logp - logp
-    kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1.0
+    if kl_estimator == "k3":
+        kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1.0
+    elif kl_estimator == "k2":
+        kl = 0.5 * log_ref_ratio**2
+    elif kl_estimator == "k1":
+        kl = -log_ref_ratio
+    else:
+        raise ValueError(f"unknown kl_estimator {kl_estimator!r} (choose from {KL_ESTIMATORS})")
     loss = -normalise(surrogate - kl_coef * kl, mask, normaliser, budget)
 
     with torch.no_grad():

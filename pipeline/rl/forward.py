@@ -3,6 +3,11 @@
 Same batch layout as :mod:`pipeline.engines.scoring` (prompts left-padded, responses
 right-padded, ``logits[:, P-1+t]`` predicts response token t), plus the MoE router logits that
 the balance and z-losses need. Only the last C+1 positions' logits are materialised.
+
+Log-probs and entropies are those of the distribution the responses were sampled from:
+``log_softmax(logits / temperature)``, as the generation engines report them. At a rollout
+temperature other than 1 the policy gradient, the PPO ratio and the KL term are then all
+about the sampling policy, not the untempered one.
 """
 
 from __future__ import annotations
@@ -36,18 +41,21 @@ def has_router(model: torch.nn.Module) -> bool:
 def policy_forward(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
                    completion_ids: Sequence[Sequence[int]], pad_id: int, *,
                    with_entropy: bool = False, with_router: bool = False,
-                   share_prompts: bool = True) -> Forward:
+                   share_prompts: bool = True, temperature: float = 1.0) -> Forward:
     """Teacher-forced forward; follows the caller's grad mode (``torch.no_grad`` to score).
 
     ``model`` may be a DeepSpeed engine (forward passes through); ``with_router`` asks for
     router logits, which only MoE models give (check with :func:`has_router` on the module).
     With ``share_prompts`` and rows that repeat a prompt (the K samples of a group), each
     distinct prompt is run once and its KV cache is repeated for its rows (gradients flow
-    back through the repeat): see :func:`_shared_forward`.
+    back through the repeat): see :func:`_shared_forward`. ``temperature`` (> 0) scales the
+    logits before the softmax (the sampling distribution).
     """
+    if temperature <= 0:
+        raise ValueError(f"policy_forward: temperature must be > 0, got {temperature}")
     if share_prompts and len({tuple(p) for p in prompt_ids}) < len(prompt_ids):
         return _shared_forward(model, prompt_ids, completion_ids, pad_id, with_entropy,
-                               with_router)
+                               with_router, temperature)
     device = next(model.parameters()).device
     ids, attention, comp_mask, width_p = pack_batch(prompt_ids, completion_ids, pad_id, device)
     width_c = comp_mask.shape[1]
@@ -56,11 +64,15 @@ def policy_forward(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
                 logits_to_keep=width_c + 1, **kwargs)
     logits = out.logits[:, :-1].float()  # (B, C, V): position P-1+t predicts token t
     router = tuple(getattr(out, "router_logits", None) or ()) if kwargs else ()
-    return _finish(logits, ids[:, width_p:], comp_mask, with_entropy, router, attention)
+    return _finish(logits, ids[:, width_p:], comp_mask, with_entropy, router, attention,
+                   temperature)
 
 
 def _finish(logits: torch.Tensor, targets: torch.Tensor, comp_mask: torch.Tensor,
-            with_entropy: bool, router: tuple, attention: torch.Tensor) -> Forward:
+            with_entropy: bool, router: tuple, attention: torch.Tensor,
+            temperature: float) -> Forward:
+    if temperature != 1.0:
+        logits = logits / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     mask = comp_mask.to(logits.dtype)
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * mask
@@ -70,7 +82,7 @@ def _finish(logits: torch.Tensor, targets: torch.Tensor, comp_mask: torch.Tensor
 
 def _shared_forward(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
                     completion_ids: Sequence[Sequence[int]], pad_id: int, with_entropy: bool,
-                    with_router: bool) -> Forward:
+                    with_router: bool, temperature: float) -> Forward:
     """:func:`policy_forward` with each distinct prompt run once.
 
     1. the U distinct prompts, left-padded, run with a KV cache; the last position's logits
@@ -121,7 +133,8 @@ def _shared_forward(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
             router_c = tuple(getattr(out_c, "router_logits", None) or ())
             router = tuple(torch.cat([a, b]) for a, b in zip(router_p, router_c, strict=True))
         flat_mask.append(feed_mask.reshape(-1))
-    return _finish(logits, comps, comp_mask, with_entropy, router, torch.cat(flat_mask))
+    return _finish(logits, comps, comp_mask, with_entropy, router, torch.cat(flat_mask),
+                   temperature)
 
 
 def length_chunks(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
@@ -142,17 +155,18 @@ def length_chunks(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[
 
 @torch.no_grad()
 def score_rows(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
-               completion_ids: Sequence[Sequence[int]], pad_id: int, chunk: int
-               ) -> list[torch.Tensor]:
-    """Per-row 1-D log-prob tensors (input order), computed in length-sorted chunks of at most
-    ``chunk`` rows (no grad)."""
+               completion_ids: Sequence[Sequence[int]], pad_id: int, chunk: int,
+               temperature: float = 1.0) -> list[torch.Tensor]:
+    """Per-row 1-D log-prob tensors (input order) at ``temperature``, computed in
+    length-sorted chunks of at most ``chunk`` rows (no grad)."""
     was_training = model.training
     model.eval()
     rows: list[torch.Tensor | None] = [None] * len(prompt_ids)
     try:
         for idx in length_chunks(prompt_ids, completion_ids, chunk):
             comps = [completion_ids[i] for i in idx]
-            f = policy_forward(model, [prompt_ids[i] for i in idx], comps, pad_id)
+            f = policy_forward(model, [prompt_ids[i] for i in idx], comps, pad_id,
+                               temperature=temperature)
             for j, i in enumerate(idx):
                 rows[i] = f.logp[j, : len(comps[j])]
     finally:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.rl.budget import WalkOrder
-from pipeline.rl.c3po import Normaliser
+from pipeline.rl.c3po import KlEstimator, Normaliser
+from pipeline.rl.prompts import PromptOrder
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,20 @@ class RLParams:
     top_p: float = 1.0
     # domain -> sampling weight for the step's prompts; empty = each task equally likely.
     domain_mix: Mapping[str, float] = field(default_factory=dict)
+    # epochs: without replacement (a prompt returns only after the whole pool has been drawn);
+    # with_replacement: independent draws (pipeline/rl/prompts.py)
+    prompt_order: PromptOrder = "epochs"
+    # Dynamic sampling: while the step's groups with reward variance hold fewer than Φ tokens
+    # (budget normaliser; L groups otherwise), roll out another L prompts, at most this many
+    # rounds in all. 1 = one rollout of L prompts per step.
+    max_rollout_rounds: int = 1
+    # A seeded slice of the pool never trained on, scored every eval_every steps with
+    # holdout_samples samples at the rollout decoding (0 = none).
+    holdout_prompts: int = 0
+    holdout_samples: int = 4
+    # Placebo control: rewards shuffled within each group before the advantages (same group
+    # means, same zero-variance groups, zero expected gradient). Logged rewards stay the real ones.
+    placebo: bool = False
     # Φ: tokens trained per optimizer step when normaliser == "budget".
     token_budget: int = 1536
     # "step": one selection of Φ tokens per rollout batch, reused by every update (PPO epochs);
@@ -52,7 +67,8 @@ class RLParams:
     drop_zero_variance: bool = True  # remove all-equal-reward groups before the budget walk
     normaliser: Normaliser = "budget"  # budget (C3PO) | token_mean (DAPO) | seq_mean (GRPO)
     clip_eps: float = 0.2
-    kl_coef: float = 1e-3  # β, k3 estimator against the frozen start model
+    kl_coef: float = 1e-3  # β, against the frozen start model
+    kl_estimator: KlEstimator = "k3"  # k1 | k2 | k3 (pipeline/rl/c3po.py)
     entropy_coef: float = 5e-4  # α_ent, exploration bonus (subtracted)
     balance_coef: float = 1e-5  # α_bal, MoE load balance
     z_coef: float = 1e-7  # α_z, router z-loss
@@ -65,20 +81,30 @@ class RLParams:
     engine: Literal["torch", "vllm"] = "torch"
     forward_rows: int = 32  # rows per length-sorted forward chunk (scoring and update)
     eval_every: int = 10  # held-out eval every N steps (and at step 0 and the end)
-    eval_tasks: int = 64  # held-out tasks of the stage's domain group (first N of --val)
+    eval_tasks: int = 64  # held-out tasks of the stage's domain group (a stratified sample)
+    eval_samples: int = 1  # samples per held-out task (avg@k, with its standard error)
     eval_temperature: float = 0.0  # 0 = greedy
+    eval_top_p: float = 1.0
     checkpoint_every: int = 10  # resume state every N steps (0 = only at the end)
     reward_workers: int = 2
     reward_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         positive = ("steps", "prompts_per_step", "samples_per_prompt", "max_new_tokens",
-                    "token_budget", "updates_per_rollout", "forward_rows", "eval_tasks")
+                    "token_budget", "updates_per_rollout", "forward_rows", "eval_tasks",
+                    "eval_samples", "max_rollout_rounds", "holdout_samples")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"rl.{name}: must be > 0, got {getattr(self, name)}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"rl.top_p: must be in (0, 1], got {self.top_p}")
+        if not 0 < self.eval_top_p <= 1:
+            raise ValueError(f"rl.eval_top_p: must be in (0, 1], got {self.eval_top_p}")
+        if self.temperature <= 0:
+            raise ValueError(f"rl.temperature: rollouts sample, so it must be > 0, got "
+                             f"{self.temperature}")
+        if self.holdout_prompts < 0:
+            raise ValueError(f"rl.holdout_prompts: must be >= 0, got {self.holdout_prompts}")
         for domain, w in self.domain_mix.items():
             if w < 0:
                 raise ValueError(f"rl.domain_mix.{domain}: weight must be >= 0, got {w}")

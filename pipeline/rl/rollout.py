@@ -1,8 +1,9 @@
-"""Rollouts: pick the step's prompts, sample K responses each, score them.
+"""Rollouts: sample K responses for each of a step's prompts, score them.
 
-Data position = step index: the prompts of step s are drawn by ``numpy.random.default_rng(
-[seed, s])`` and the engine is seeded with ``seed * 1_000_003 + s``, so a resumed run samples
-exactly what the uninterrupted run sampled, with no sampler state to save.
+The step's prompts come from :class:`pipeline.rl.prompts.PromptStream`; the engine is seeded
+with ``seed * 1_000_003 + s`` (plus a constant per extra rollout round), so a resumed run
+samples exactly what the uninterrupted run sampled. :func:`sample_tasks` (independent draws
+seeded by the caller) is kept for the throughput script.
 """
 
 from __future__ import annotations
@@ -93,4 +94,20 @@ def rollout(engine: Any, tokenizer: Any, tasks: Sequence[Mapping[str, Any]], *, 
         engine_logprobs=[list(c.logprobs) for c in comps],
         texts=[c.text for c in comps], finish=[c.finish_reason for c in comps],
         rewards=empty, correct=empty.astype(bool),
+    )
+
+
+def merge(parts: Sequence[Rollout]) -> Rollout:
+    """One rollout of several rounds (their prompts in order, each with its K responses)."""
+    if len(parts) == 1:
+        return parts[0]
+    return Rollout(
+        tasks=[t for r in parts for t in r.tasks],
+        prompt_ids=[x for r in parts for x in r.prompt_ids],
+        token_ids=[x for r in parts for x in r.token_ids],
+        engine_logprobs=[x for r in parts for x in r.engine_logprobs],
+        texts=[x for r in parts for x in r.texts],
+        finish=[x for r in parts for x in r.finish],
+        rewards=np.concatenate([r.rewards for r in parts]),
+        correct=np.concatenate([r.correct for r in parts]),
     )

@@ -4,16 +4,17 @@
         --val data/curated/val.parquet --out models/rl_reasoning --report-dir reports/rl_reasoning
 
 Reads the start model (HF folder), the RL tasks and the held-out tasks (restricted to the
-stage's domain group); runs :func:`pipeline.rl.trainer.train`; writes ``<out>/`` (final HF
-folder, resume state kept in ``<out>/resume/``), ``<report-dir>/steps.csv`` (DVC plots),
-``metrics.json`` (held-out accuracy before/after etc.) and ``reward_curve.png``; every step is
-logged to MLflow as it happens.
+stage's domain group); holds back ``holdout_prompts`` of the RL tasks; runs
+:func:`pipeline.rl.trainer.train`; writes ``<out>/`` (final HF folder, resume state kept in
+``<out>/resume/``), ``<report-dir>/steps.csv`` (DVC plots), ``metrics.json`` (held-out
+accuracy before/after with a paired bootstrap CI, the same for the held-back slice, first-seen
+vs repeat rewards, and ``generalised``) and ``reward_curve.png``; every step is logged to
+MLflow as it happens, and the run's description states whether it generalised.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import random
@@ -28,10 +29,12 @@ import polars as pl
 import torch
 
 from pipeline.atomic import atomic_path, write_json
+from pipeline.bench.metrics import paired_bootstrap
 from pipeline.engines import make_engine
 from pipeline.params import as_dict, load_section, load_seed
 from pipeline.rl.optim import make_updater
 from pipeline.rl.params import RLParams
+from pipeline.rl.prompts import hold_out
 from pipeline.rl.trainer import History, RLRun, train
 from pipeline.schema import TASK, domain_group, validate
 from pipeline.tracking import stage_run
@@ -83,23 +86,34 @@ def fingerprint(params: RLParams, seed: int, model_dir: str, tasks: str) -> str:
     return h.hexdigest()[:16]
 
 
+def frozen_like(reference: torch.nn.Module, policy: torch.nn.Module) -> torch.nn.Module:
+    """``reference`` frozen, in eval mode, on the policy's device and in its dtype.
+
+    The policy is moved (and on a GPU cast to bf16) by the optimizer's setup; a reference
+    copied before that would stay on the CPU in fp32, and the KL term would mix devices.
+    """
+    p = next(policy.parameters())
+    return reference.to(device=p.device, dtype=p.dtype).eval().requires_grad_(False)
+
+
 def build_run(params: RLParams, seed: int, model_dir: str, tasks: list[dict],
-              score_fn: Any) -> RLRun:
-    """Policy (+ optimizer), frozen reference, engine on the live policy."""
+              score_fn: Any, holdout: Sequence[dict] = ()) -> RLRun:
+    """Policy (+ optimizer), frozen reference on the policy's device and dtype, engine on the
+    live policy."""
     from pipeline.model.checkpoint import load_model
 
     set_deterministic(params.deterministic)
     torch.manual_seed(seed)
     policy, tok = load_model(model_dir)
-    reference = copy.deepcopy(policy).eval().requires_grad_(False)
     policy.train()
     updater = make_updater(policy, params.optim, params.steps * params.updates_per_rollout,
                            params.deepspeed)
+    reference = frozen_like(load_model(model_dir)[0], updater.module)
     if params.engine == "vllm":
         engine = make_engine("vllm", model_path=model_dir, model=updater.module)
     else:
         engine = make_engine("torch", model=updater.module, tokenizer=tok)
-    return RLRun(params, seed, tok, updater, reference, engine, tasks, score_fn)
+    return RLRun(params, seed, tok, updater, reference, engine, tasks, score_fn, holdout)
 
 
 def default_score_fn(params: RLParams):
@@ -124,37 +138,95 @@ def save_final(run: RLRun, out: Path) -> None:
                 shutil.move(str(Path(keep) / "resume"), resume)
 
 
-def summary(hist: History, params: RLParams) -> dict[str, Any]:
-    """metrics.json: held-out accuracy before/after and step means."""
+def _gain(hist: History, key: str, seed: int) -> dict[str, Any]:
+    """Paired before/after comparison of the per-task scores under ``key`` (eval | holdout):
+    the first and the last evaluation of the run."""
+    runs = [e for e in hist.items if e.get(key)]
+    if len(runs) < 2:
+        return {}
+    first, last = runs[0][key], runs[-1][key]
+    diff, lo, hi = paired_bootstrap(first, last, seed=seed)
+    return {"gain": diff, "gain_ci_low": lo, "gain_ci_high": hi, "tasks": len(first)}
+
+
+def summary(hist: History, params: RLParams, seed: int = 0) -> dict[str, Any]:
+    """metrics.json: held-out accuracy before/after with paired 95% CIs, the held-back slice,
+    first-seen vs repeat rewards, step means, and whether the run generalised."""
     first, last = hist.evals[0], hist.evals[-1]
-    out: dict[str, Any] = {"steps": len(hist.steps), "normaliser": params.normaliser}
+    out: dict[str, Any] = {"steps": len(hist.steps), "normaliser": params.normaliser,
+                           "placebo": params.placebo}
     for k in first:
-        if k.startswith("eval_") and k in last:
+        if (k.startswith(("eval_", "holdout_"))) and k in last:
             out[f"initial_{k}"], out[f"final_{k}"] = first[k], last[k]
-    if "eval_accuracy" in first and "eval_accuracy" in last:
-        out["eval_accuracy_gain"] = last["eval_accuracy"] - first["eval_accuracy"]
-    for k in ("reward", "accuracy", "tokens_trained", "tokens_per_s", "grad_norm", "entropy"):
+    for key, name in (("eval", "eval_accuracy"), ("holdout", "holdout_accuracy")):
+        for k, v in _gain(hist, key, seed).items():
+            out[f"{name}_{k}"] = v
+    for k in ("reward", "accuracy", "tokens_trained", "tokens_per_s", "grad_norm", "entropy",
+              "kl", "reward_first_seen", "reward_repeat", "rollout_rounds"):
         vals = [r[k] for r in hist.steps if k in r]
         if vals:
             out[f"mean_{k}"] = float(np.mean(vals))
     tail = [r["reward"] for r in hist.steps[-max(1, len(hist.steps) // 4):]]
     out["final_quarter_reward"] = float(np.mean(tail)) if tail else None
+    drawn = sum(r.get("prompts_drawn", 0.0) for r in hist.steps)
+    repeats = sum(r.get("prompts_repeat", 0.0) for r in hist.steps)
+    out["prompts_drawn"] = int(drawn)
+    out["prompts_distinct"] = int(hist.steps[-1].get("prompts_distinct", 0)) if hist.steps else 0
+    out["repeat_share"] = repeats / drawn if drawn else 0.0
+    low = out.get("eval_accuracy_gain_ci_low")
+    out["generalised"] = bool(low is not None and low > 0)
+    out["verdict"] = verdict(out)
     return out
 
 
+def verdict(m: dict[str, Any]) -> str:
+    """One plain sentence on whether the run improved tasks it never trained on."""
+    if "eval_accuracy_gain" not in m:
+        return "no held-out evaluation: cannot tell whether the run generalised"
+    g, lo, hi, n = (m["eval_accuracy_gain"], m["eval_accuracy_gain_ci_low"],
+                    m["eval_accuracy_gain_ci_high"], m["eval_accuracy_tasks"])
+    head = ("generalised" if lo > 0 else "got worse on held-out tasks" if hi < 0
+            else "no held-out gain shown")
+    text = (f"{head}: held-out accuracy {100 * g:+.1f} points (95% CI {100 * lo:+.1f} to "
+            f"{100 * hi:+.1f}) on {n} tasks never trained on")
+    if "holdout_accuracy_gain" in m:
+        text += (f"; held-back pool slice {100 * m['holdout_accuracy_gain']:+.1f} (95% CI "
+                 f"{100 * m['holdout_accuracy_gain_ci_low']:+.1f} to "
+                 f"{100 * m['holdout_accuracy_gain_ci_high']:+.1f}, "
+                 f"{m['holdout_accuracy_tasks']} prompts)")
+    if m.get("repeat_share"):
+        text += f"; {100 * m['repeat_share']:.0f}% of prompt draws were repeats"
+    if m.get("placebo"):
+        text += " (placebo run: rewards shuffled within groups)"
+    return text + "."
+
+
 def plot(hist: History, stage: str, path: Path) -> Any:
+    """Training reward (first-seen prompts and repeats apart) and the held-out and held-back
+    accuracies with their standard errors."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in hist.steps], [r["reward"] for r in hist.steps], label="reward")
-    ev = [e for e in hist.evals if "eval_accuracy" in e]
-    ax.plot([e["step"] for e in ev], [e["eval_accuracy"] for e in ev], "o-",
-            label="held-out accuracy")
-    ax.set(xlabel="RL step", ylabel="reward / accuracy", title=f"{stage}: reward curve")
-    ax.legend()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    steps = [r["step"] for r in hist.steps]
+    ax.plot(steps, [r["reward"] for r in hist.steps], color="0.6", lw=1, label="reward (all)")
+    for key, style in (("reward_first_seen", "-"), ("reward_repeat", ":")):
+        pts = [(r["step"], r[key]) for r in hist.steps if key in r]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), style, lw=1.5,
+                    label=key.replace("_", " ").replace("reward ", "reward, "))
+    for key, marker in (("eval_accuracy", "o"), ("holdout_accuracy", "s")):
+        ev = [e for e in hist.evals if key in e]
+        if ev:
+            ax.errorbar([e["step"] for e in ev], [e[key] for e in ev],
+                        yerr=[1.96 * e.get(f"{key}_se", 0.0) for e in ev], marker=marker,
+                        capsize=3, label={"eval_accuracy": "held-out accuracy",
+                                          "holdout_accuracy": "held-back pool accuracy"}[key])
+    ax.set(xlabel="RL step", ylabel="reward / accuracy", title=f"{stage}: learning curves")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     return fig
@@ -169,18 +241,22 @@ def main_for(stage: str, group: str, argv: Sequence[str] | None = None) -> dict[
     if not tasks:
         raise SystemExit(f"{stage}: {args.tasks} holds no tasks (the difficulty stage kept none; "
                          "see its stats.json and the difficulty params)")
+    train_tasks, held = hold_out(tasks, params.holdout_prompts, seed)
     val = stratified(read_tasks(args.val, group), params.eval_tasks, seed)
     out, reports = Path(args.out), Path(args.report_dir)
     with stage_run(stage, params) as tracker:
         tracker.dataset(pl.DataFrame(tasks), f"{stage}_tasks", args.tasks)
-        run = build_run(params, seed, args.model, tasks, default_score_fn(params))
+        run = build_run(params, seed, args.model, train_tasks, default_score_fn(params), held)
         hist = train(run, val, out / "resume", fingerprint(params, seed, args.model, args.tasks),
                      on_step=lambda s, m: tracker.step(s, **m))
         save_final(run, out)
         tracker.write_steps(reports / "steps.csv")
-        metrics = summary(hist, params)
+        metrics = summary(hist, params, seed)
         write_json(reports / "metrics.json", metrics)
         tracker.metrics(metrics)
+        tracker.tags({"generalised": metrics["generalised"],
+                      "mlflow.note.content": f"{stage}: {metrics['verdict']}"})
+        print(f"{stage}: {metrics['verdict']}")
         tracker.figure(plot(hist, stage, reports / "reward_curve.png"), "reward_curve.png")
         tracker.artifact(reports / "steps.csv")
         run.engine.close()

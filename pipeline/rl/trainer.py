@@ -1,10 +1,13 @@
 """The RL step loop shared by rl_reasoning and rl_general (C3PO; see docs/rl.md).
 
-One step s (numbers as in /work/shared/RECIPE.md, "C3PO"):
+One step s (C3PO, Ring-lite arXiv 2506.14731, Eq. 2-3):
 
-1. rollout: L prompts drawn by the domain mix (seeded by (seed, s)) x K responses each from
-   the generation engine (temperature, top-p, max new tokens from params);
-2. rewards and correctness from the shared verifier (``score_fn``);
+1. rollout: the next L prompts of the prompt stream (:mod:`pipeline.rl.prompts`: epochs over
+   the pool by default) x K responses each from the generation engine (temperature, top-p,
+   max new tokens from params); with ``max_rollout_rounds`` > 1, further rounds of L prompts
+   while the groups with reward variance hold fewer than Φ tokens (dynamic sampling);
+2. rewards and correctness from the shared verifier (``score_fn``); under ``placebo`` the
+   rewards the update sees are shuffled within each group (the logged ones are not);
 3. group advantages over all K; zero-variance groups counted, dropped before the walk if set;
 4. token budget: walk the responses (``walk_order``), keep whole ones under Φ, cut the
    crossing one so exactly Φ tokens are selected (per step or per mini-batch);
@@ -16,9 +19,13 @@ One step s (numbers as in /work/shared/RECIPE.md, "C3PO"):
 7. one row of metrics (reward, accuracy, lengths, tokens trained/dropped, grad norm, entropy,
    KL, clip fraction, rollout/trainer mismatch, time split, tokens/s).
 
-The loop itself (:func:`train`) adds held-out evaluation every ``eval_every`` steps, resume
-state every ``checkpoint_every`` steps (:mod:`pipeline.rl.checkpoint`), and the live-weights
-sync of the generation engine after each step.
+Each step also reports reward and accuracy apart for prompts drawn for the first time in the
+run and for repeats, so a rising reward curve can be told apart from memorising the pool.
+
+The loop itself (:func:`train`) adds evaluation every ``eval_every`` steps (held-out tasks,
+and the held-back slice of the pool, each with its standard error), resume state every
+``checkpoint_every`` steps (:mod:`pipeline.rl.checkpoint`), and the live-weights sync of the
+generation engine after each step.
 """
 
 from __future__ import annotations
@@ -36,13 +43,15 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
+from pipeline.bench.metrics import mean_se
 from pipeline.engines.scoring import mismatch
 from pipeline.rl import checkpoint
 from pipeline.rl.budget import group_advantages, select_all, select_budget, walk_order
 from pipeline.rl.c3po import c3po_loss, normalise
 from pipeline.rl.forward import has_router, length_chunks, policy_forward, score_rows
 from pipeline.rl.params import RLParams
-from pipeline.rl.rollout import Rollout, ScoreFn, rollout, sample_tasks, score
+from pipeline.rl.prompts import PromptStream
+from pipeline.rl.rollout import Rollout, ScoreFn, merge, rollout, score
 from pipeline.rl.router_losses import balance_loss, z_loss
 
 FAULT_ENV = "RINGLITE_RL_KILL_AFTER_STEP"  # fault injection for the kill -9 resume test
@@ -58,13 +67,17 @@ class RLRun:
     updater: Any  # pipeline.rl.optim updater; .module is the live policy
     reference: torch.nn.Module  # frozen start model for the KL term
     engine: Any  # GenerationEngine sampling from the live policy
-    tasks: Sequence[Mapping[str, Any]]
+    tasks: Sequence[Mapping[str, Any]]  # the training pool (held-back slice already removed)
     score_fn: ScoreFn
+    holdout: Sequence[Mapping[str, Any]] = ()  # never trained on; scored at every evaluation
     pad_id: int = field(init=False)
+    stream: PromptStream = field(init=False)
 
     def __post_init__(self) -> None:
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
+        self.stream = PromptStream(self.tasks, self.params.prompt_order,
+                                   self.params.domain_mix, self.seed)
 
 
 @dataclass
@@ -97,9 +110,10 @@ def _minibatch(run: RLRun, ro: Rollout, adv: np.ndarray, pairs, score_old: bool)
     k, chunk = ro.k, run.params.forward_rows
     prompts = [ro.prompt_ids[i // k] for i, _ in pairs]
     comps = [ro.token_ids[i][:n] for i, n in pairs]
-    old = (pad_sequence(score_rows(run.updater.module, prompts, comps, run.pad_id, chunk),
+    temp = run.params.temperature
+    old = (pad_sequence(score_rows(run.updater.module, prompts, comps, run.pad_id, chunk, temp),
                         batch_first=True) if score_old else None)
-    ref = score_rows(run.reference, prompts, comps, run.pad_id, chunk)
+    ref = score_rows(run.reference, prompts, comps, run.pad_id, chunk, temp)
     return MiniBatch(
         prompts, comps, torch.tensor([adv.flat[i] for i, _ in pairs], dtype=torch.float32),
         old, pad_sequence(ref, batch_first=True),
@@ -137,12 +151,14 @@ def _update(run: RLRun, mb: MiniBatch) -> dict[str, float]:
         comps = [mb.completion_ids[i] for i in rows]
         width = max(len(c) for c in comps)
         f = policy_forward(run.updater.forward_model(), [mb.prompt_ids[i] for i in rows], comps,
-                           run.pad_id, with_entropy=True, with_router=router)
+                           run.pad_id, with_entropy=True, with_router=router,
+                           temperature=p.temperature)
         if fill_old:
             mb.old_logp[rows, :width] = f.logp.detach()
         pg, st = c3po_loss(f.logp, mb.old_logp[rows, :width], mb.ref_logp[rows, :width],
                            mb.advantages[rows], f.mask, normaliser=norm, budget=budget,
-                           clip_eps=p.clip_eps, kl_coef=p.kl_coef)
+                           clip_eps=p.clip_eps, kl_coef=p.kl_coef,
+                           kl_estimator=p.kl_estimator)
         ent = normalise(f.entropy, f.mask, norm, budget)
         share = len(rows) / total_rows if norm == "seq_mean" else 1.0
         part = share * (pg - p.entropy_coef * ent)
@@ -167,7 +183,8 @@ def _update(run: RLRun, mb: MiniBatch) -> dict[str, float]:
             "balance_loss": sums["balance_loss"], "z_loss": sums["z_loss"]}
 
 
-def _rollout_metrics(ro: Rollout, zero_var: np.ndarray) -> dict[str, float]:
+def _rollout_metrics(ro: Rollout, zero_var: np.ndarray, before: Sequence[int]
+                     ) -> dict[str, float]:
     lengths = np.array([len(t) for t in ro.token_ids], dtype=np.float64)
     m = {"reward": float(ro.rewards.mean()), "accuracy": float(ro.correct.mean()),
          "response_len": float(lengths.mean()),
@@ -176,21 +193,67 @@ def _rollout_metrics(ro: Rollout, zero_var: np.ndarray) -> dict[str, float]:
     domains = np.array([str(t["domain"]) for t in ro.tasks])
     for d in sorted(set(domains)):
         m[f"reward_{d}"] = float(ro.rewards[domains == d].mean())
+    # first-seen prompts vs repeats: a reward that rises only on repeats is memorisation
+    first = np.array([b == 0 for b in before])
+    m["prompts_first_seen"], m["prompts_repeat"] = float(first.sum()), float((~first).sum())
+    for name, rows in (("first_seen", first), ("repeat", ~first)):
+        if rows.any():
+            m[f"reward_{name}"] = float(ro.rewards[rows].mean())
+            m[f"accuracy_{name}"] = float(ro.correct[rows].mean())
     return m
+
+
+def _enough_signal(p: RLParams, ro: Rollout, zero_var: np.ndarray) -> bool:
+    """Do the groups with reward variance fill the step (Φ tokens per mini-batch under the
+    budget normaliser, L groups under the others)?"""
+    if p.normaliser != "budget":
+        return int((~zero_var).sum()) >= p.prompts_per_step
+    k = ro.k
+    tokens = sum(len(t) for i, t in enumerate(ro.token_ids) if not zero_var[i // k])
+    parts = p.updates_per_rollout if p.budget_granularity == "minibatch" else 1
+    return tokens >= p.token_budget * parts
+
+
+def _placebo(rewards: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each group's rewards in a random order: the same multiset per group (same mean, same
+    variance, same zero-variance groups), unrelated to the responses."""
+    out = rewards.copy()
+    for row in out:
+        rng.shuffle(row)
+    return out
+
+
+def collect(run: RLRun, step: int) -> tuple[Rollout, list[int], int, float, float]:
+    """Steps 1-2: (rollout of all rounds, times each prompt was drawn before, rounds, rollout
+    seconds, reward seconds)."""
+    p = run.params
+    parts, before, t_roll, t_reward = [], [], 0.0, 0.0
+    for r in range(p.max_rollout_rounds):
+        tasks, seen = run.stream.take(p.prompts_per_step)
+        t0 = time.perf_counter()
+        ro = rollout(run.engine, run.tokenizer, tasks, k=p.samples_per_prompt,
+                     max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p,
+                     seed=run.seed * 1_000_003 + step + 100_000_007 * r)
+        t1 = time.perf_counter()
+        ro.rewards, ro.correct = score(run.score_fn, ro.tasks, ro.texts, ro.k)
+        t_roll, t_reward = t_roll + t1 - t0, t_reward + time.perf_counter() - t1
+        parts.append(ro)
+        before += seen
+        merged = merge(parts)
+        if r + 1 < p.max_rollout_rounds and _enough_signal(
+                p, merged, group_advantages(merged.rewards, p.adv_eps)[1]):
+            break
+    return merge(parts), before, len(parts), t_roll, t_reward
 
 
 def rl_step(run: RLRun, step: int) -> dict[str, float]:
     """Steps 1-7 of the module docstring; returns the step's metrics row."""
     p, t0 = run.params, time.perf_counter()
-    tasks = sample_tasks(run.tasks, p.prompts_per_step, p.domain_mix,
-                         np.random.default_rng([run.seed, step]))
-    ro = rollout(run.engine, run.tokenizer, tasks, k=p.samples_per_prompt,
-                 max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p,
-                 seed=run.seed * 1_000_003 + step)
-    t1 = time.perf_counter()
-    ro.rewards, ro.correct = score(run.score_fn, ro.tasks, ro.texts, ro.k)
+    ro, before, rounds, t_roll, t_reward = collect(run, step)
     t2 = time.perf_counter()
-    adv, zero_var = group_advantages(ro.rewards, p.adv_eps)
+    train_rewards = (_placebo(ro.rewards, np.random.default_rng([run.seed, step, 3]))
+                     if p.placebo else ro.rewards)
+    adv, zero_var = group_advantages(train_rewards, p.adv_eps)
     sel = _select(run, ro, zero_var, step)
     filled = [pairs for pairs in sel.minibatches if pairs]
     # "step": the one Φ selection is trained updates_per_rollout times (PPO epochs);
@@ -208,7 +271,7 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
                                                         strict=True) for v in row[:len(c)].tolist()]
     run.engine.update_weights(run.updater.module)
     t3 = time.perf_counter()
-    row = _rollout_metrics(ro, zero_var)
+    row = _rollout_metrics(ro, zero_var, before)
     row.update({k: float(np.mean([u[k] for u in updates])) for k in (updates[0] if updates else {})})
     mm = mismatch(engine_lp, trainer_lp)
     generated = sum(len(t) for t in ro.token_ids)
@@ -216,28 +279,55 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
         "tokens_selected": float(sel.tokens_selected), "tokens_dropped": float(sel.tokens_dropped),
         "responses_dropped": float(sel.responses_dropped), "responses_cut": float(sel.responses_cut),
         "optimizer_steps": float(len(updates)), "lr": run.updater.lr,
+        "rollout_rounds": float(rounds), "prompts_drawn": float(len(before)),
+        "prompt_cursor": float(run.stream.cursor),
+        "prompts_distinct": float(run.stream.distinct_drawn),
         "logprob_mismatch_abs": mm["logprob_abs_diff"], "logprob_mismatch_kl": mm["kl_k3"],
-        "time_rollout_s": t1 - t0, "time_reward_s": t2 - t1, "time_train_s": t3 - t2,
+        "time_rollout_s": t_roll, "time_reward_s": t_reward, "time_train_s": t3 - t2,
         "time_step_s": t3 - t0, "tokens_generated": float(generated),
         "tokens_per_s": generated / max(t3 - t0, 1e-9),
     })
     return row
 
 
-def evaluate(run: RLRun, val_tasks: Sequence[Mapping[str, Any]], step: int) -> dict[str, float]:
-    """Held-out accuracy/reward (greedy or ``eval_temperature``) with the shared verifier."""
-    p = run.params
-    if not val_tasks:
-        return {}
-    ro = rollout(run.engine, run.tokenizer, val_tasks, k=1, max_new_tokens=p.max_new_tokens,
-                 temperature=p.eval_temperature, top_p=1.0, seed=run.seed * 7919 + step)
-    ro.rewards, ro.correct = score(run.score_fn, ro.tasks, ro.texts, 1)
-    out = {"eval_accuracy": float(ro.correct.mean()), "eval_reward": float(ro.rewards.mean()),
-           "eval_response_len": float(np.mean([len(t) for t in ro.token_ids]))}
+def evaluate(run: RLRun, tasks: Sequence[Mapping[str, Any]], *, prefix: str, samples: int,
+             temperature: float, top_p: float) -> tuple[dict[str, float], list[float]]:
+    """(metrics, per-task mean correctness) of ``samples`` responses per task, scored by the
+    shared verifier: ``<prefix>accuracy`` (avg@k) with its standard error over tasks,
+    ``<prefix>reward``, ``<prefix>response_len`` and ``<prefix>accuracy_<domain>``.
+
+    The engine seed does not depend on ``step``: every evaluation of a run draws with the same
+    random numbers, which makes the before/after difference less noisy (the engines sample by
+    inverse CDF, so a model that changed little draws nearly the same responses).
+    """
+    if not tasks:
+        return {}, []
+    ro = rollout(run.engine, run.tokenizer, tasks, k=samples,
+                 max_new_tokens=run.params.max_new_tokens, temperature=temperature,
+                 top_p=top_p, seed=run.seed * 7919 + (prefix == "holdout_"))
+    ro.rewards, ro.correct = score(run.score_fn, ro.tasks, ro.texts, samples)
+    per_task = ro.correct.mean(axis=1)
+    acc, se = mean_se(per_task)
+    out = {f"{prefix}accuracy": acc, f"{prefix}accuracy_se": se,
+           f"{prefix}reward": float(ro.rewards.mean()),
+           f"{prefix}response_len": float(np.mean([len(t) for t in ro.token_ids]))}
     domains = np.array([str(t["domain"]) for t in ro.tasks])
     for d in sorted(set(domains)):
-        out[f"eval_accuracy_{d}"] = float(ro.correct[domains == d].mean())
-    return out
+        out[f"{prefix}accuracy_{d}"] = float(per_task[domains == d].mean())
+    return out, [float(x) for x in per_task]
+
+
+def evaluate_all(run: RLRun, val_tasks: Sequence[Mapping[str, Any]]
+                 ) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Held-out tasks (``eval_*`` decoding) and the held-back slice of the pool (the rollout
+    decoding): metrics and per-task scores keyed ``eval`` / ``holdout``."""
+    p = run.params
+    ev, ev_items = evaluate(run, val_tasks, prefix="eval_", samples=p.eval_samples,
+                            temperature=p.eval_temperature, top_p=p.eval_top_p)
+    ho, ho_items = evaluate(run, run.holdout, prefix="holdout_", samples=p.holdout_samples,
+                            temperature=p.temperature, top_p=p.top_p)
+    items = {k: v for k, v in (("eval", ev_items), ("holdout", ho_items)) if v}
+    return {**ev, **ho}, items
 
 
 @dataclass
@@ -246,6 +336,8 @@ class History:
 
     steps: list[dict[str, float]] = field(default_factory=list)
     evals: list[dict[str, float]] = field(default_factory=list)
+    # per evaluation: {"step": s, "eval": [per-task score], "holdout": [...]} (paired CIs)
+    items: list[dict[str, Any]] = field(default_factory=list)
 
 
 def train(run: RLRun, val_tasks: Sequence[Mapping[str, Any]], resume_dir: Path | None,
@@ -258,27 +350,34 @@ def train(run: RLRun, val_tasks: Sequence[Mapping[str, Any]], resume_dir: Path |
     start, hist = 0, History()
     state = checkpoint.load(resume_dir, run.updater, fingerprint) if resume_dir else None
     if state is not None:
-        start, hist = state.step, History(list(state.steps), list(state.evals))
+        start = state.step
+        hist = History(list(state.steps), list(state.evals), list(state.items))
         run.engine.update_weights(run.updater.module)  # a vLLM engine holds its own copy
+        if hist.steps:  # the prompt stream is a function of how many prompts were drawn
+            run.stream.advance(int(hist.steps[-1]["prompt_cursor"]))
         replay = [e for e in hist.evals if e["step"] == 0] + hist.steps
         for row in replay:
             on_step(int(row["step"]), {k: v for k, v in row.items() if k != "step"})
     else:
-        first = {"step": 0, **evaluate(run, val_tasks, 0)}
+        ev, items = evaluate_all(run, val_tasks)
+        first = {"step": 0, **ev}
         hist.evals.append(first)
+        hist.items.append({"step": 0, **items})
         on_step(0, {k: v for k, v in first.items() if k != "step"})
     kill_at = int(os.environ.get(FAULT_ENV, "-1"))
     for step in tqdm(range(start + 1, p.steps + 1), desc="rl", initial=start, total=p.steps):
         row = rl_step(run, step)
         if step % p.eval_every == 0 or step == p.steps:
-            ev = evaluate(run, val_tasks, step)
+            ev, items = evaluate_all(run, val_tasks)
             hist.evals.append({"step": step, **ev})
+            hist.items.append({"step": step, **items})
             row.update(ev)
         hist.steps.append({"step": step, **row})
         on_step(step, row)
         if resume_dir and (step == p.steps or (p.checkpoint_every and
                                                step % p.checkpoint_every == 0)):
-            checkpoint.save(resume_dir, run.updater, fingerprint, step, hist.steps, hist.evals)
+            checkpoint.save(resume_dir, run.updater, fingerprint, step, hist.steps, hist.evals,
+                            hist.items)
             if step == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
     return hist

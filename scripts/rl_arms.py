@@ -1,0 +1,175 @@
+"""RL arms from one start model, scored on fresh problems: the placebo control and sweeps.
+
+Each ``--arm NAME[:key=value,key=value...]`` runs the RL stage (``--stage``) from ``--start``
+with the stage's params.yaml section plus the overrides (dotted keys inside the section, values
+parsed as YAML; the reserved key ``tasks`` gives the arm its own RL prompt file instead of
+``--tasks``), then every arm's model and the start model are scored on ``--per-domain``
+freshly generated problems per domain (``scripts/heldout_probe.py``: none in any curated split
+or in any arm's prompt file), and each arm is compared with the start problem by problem
+(paired bootstrap 95% CI). The default arms are the placebo control:
+
+    .venv/bin/python scripts/rl_arms.py --stage rl_reasoning --start models/selected \
+        --tasks data/rl/reasoning.parquet --out-dir reports/placebo
+
+runs ``real`` (the params as they are) and ``placebo`` (``placebo=true``: rewards shuffled
+within each group, so the expected gradient is zero). A gain is the reward's only if the real
+arm beats the start and the placebo arm does not. A sweep:
+
+    .venv/bin/python scripts/rl_arms.py --stage rl_reasoning --start models/selected \
+        --tasks data/rl/reasoning.parquet --arm base --arm lr2x:optim.lr=2e-4 \
+        --arm k2:kl_estimator=k2 --out-dir reports/arms/lr_kl
+
+Writes ``<out-dir>/<arm>/{params.yaml,model/,reports/}``, ``<out-dir>/probe/`` (the probe's
+tasks, samples, ``gains.json``, ``gains.md``) and ``<out-dir>/arms.json`` (per arm: the
+overrides, the stage's metrics.json and the fresh-problem comparison). An arm whose
+``reports/metrics.json`` exists with the same params is not rerun. Under MLflow every arm's
+stage run nests under one parent run named ``rl_arms``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+import heldout_probe as probe  # noqa: E402
+
+from pipeline.atomic import write_json, write_text  # noqa: E402
+from pipeline.tracking import PARENT_ENV, stage_run  # noqa: E402
+
+GROUPS = {"rl_reasoning": ["math", "countdown", "sudoku", "knights_knaves", "code"],
+          "rl_general": ["ifeval"]}
+
+
+def parse_arm(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name:key=value,key=value`` -> (name, {dotted key: YAML value})."""
+    name, _, rest = spec.partition(":")
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise SystemExit(f"--arm {spec!r}: the name must be letters, digits, - or _")
+    overrides: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"--arm {spec!r}: {item!r} is not key=value")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return name, overrides
+
+
+def with_overrides(params: dict, section: str, overrides: dict[str, Any]) -> dict:
+    """A copy of ``params`` with ``section.<dotted key>`` set (the key must exist)."""
+    out = copy.deepcopy(params)
+    for key, value in overrides.items():
+        node = out[section]
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise SystemExit(f"{section}.{key}: no such section in params.yaml")
+            node = node[part]
+        if parts[-1] not in node:
+            raise SystemExit(f"{section}.{key}: no such key in params.yaml")
+        node[parts[-1]] = value
+    return out
+
+
+def run_arm(stage: str, start: str, tasks: str, val: str, arm_dir: Path, params: dict,
+            env: dict[str, str]) -> dict[str, Any]:
+    """The stage from ``start`` with ``params``; returns its metrics.json (skips a finished
+    arm with the same params)."""
+    metrics = arm_dir / "reports" / "metrics.json"
+    pfile = arm_dir / "params.yaml"
+    text = yaml.safe_dump(params, sort_keys=False)
+    if metrics.exists() and pfile.exists() and pfile.read_text() == text:
+        print(f"{arm_dir.name}: already run with these params; kept")
+        return json.loads(metrics.read_text())
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    write_text(pfile, text)
+    cmd = [sys.executable, "-m", f"pipeline.stages.{stage}", "--model", start, "--tasks", tasks,
+           "--val", val, "--out", str(arm_dir / "model"), "--report-dir",
+           str(arm_dir / "reports"), "--params", str(pfile)]
+    t0 = time.time()
+    rc = subprocess.call(cmd, cwd=REPO, env=env)
+    if rc:
+        raise SystemExit(f"{arm_dir.name}: the {stage} stage failed (exit {rc})")
+    out = json.loads(metrics.read_text())
+    out["wall_s"] = time.time() - t0
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stage", choices=sorted(GROUPS), default="rl_reasoning")
+    ap.add_argument("--start", required=True, help="start model (HF folder)")
+    ap.add_argument("--tasks", required=True, help="RL prompts (task parquet)")
+    ap.add_argument("--val", default=str(REPO / "data/curated/val.parquet"))
+    ap.add_argument("--arm", action="append", default=None,
+                    help="NAME[:key=value,...] (default: real and placebo:placebo=true)")
+    ap.add_argument("--domains", nargs="+", default=None,
+                    help="fresh-problem domains (default: the stage's domain group; ifeval for "
+                         "rl_general)")
+    ap.add_argument("--per-domain", type=int, default=150)
+    ap.add_argument("--probe-seed", type=int, default=31337)
+    ap.add_argument("--params", default=str(REPO / "params.yaml"))
+    ap.add_argument("--curated", default=str(REPO / "data/curated"))
+    ap.add_argument("--out-dir", required=True)
+    args = ap.parse_args(argv)
+
+    base = yaml.safe_load(Path(args.params).read_text())
+    arms = [parse_arm(a) for a in (args.arm or ["real", "placebo:placebo=true"])]
+    if len({n for n, _ in arms}) != len(arms) or "start" in {n for n, _ in arms}:
+        raise SystemExit("arm names must be distinct and not 'start'")
+    out = Path(args.out_dir)
+    results: dict[str, Any] = {}
+    with stage_run("rl_arms", {"stage": args.stage, "start": args.start, "tasks": args.tasks,
+                               "arms": {n: o for n, o in arms}}, run_name="rl_arms") as parent:
+        env = dict(os.environ)
+        if parent.run_id:
+            env[PARENT_ENV] = parent.run_id
+        task_files = []
+        for name, overrides in arms:
+            tasks = str(overrides.pop("tasks", args.tasks))
+            task_files.append(tasks)
+            params = with_overrides(base, args.stage, overrides)
+            results[name] = {"overrides": overrides, "tasks": tasks,
+                             "metrics": run_arm(args.stage, args.start, tasks, args.val,
+                                                out / name, params, env)}
+        seen = probe.seen_prompts(Path(args.curated), sorted(set(task_files)))
+        domains = args.domains or GROUPS[args.stage]
+        fresh = probe.fresh_tasks(base, domains, args.per_domain, args.probe_seed, seen)
+        probe_dir = out / "probe"
+        probe_dir.mkdir(parents=True, exist_ok=True)
+        fresh.write_parquet(probe_dir / "tasks.parquet")
+        models = [f"start={args.start}"] + [f"{n}={out / n / 'model'}" for n, _ in arms]
+        if probe.run_bench(base, probe_dir / "tasks.parquet", models, probe_dir):
+            raise SystemExit("the fresh-problem bench failed")
+        g = probe.gains(pl.read_parquet(probe_dir / "samples.parquet"), "start")
+        md = probe.gains_markdown(g, "start")
+        write_text(probe_dir / "gains.md", md)
+        write_json(probe_dir / "gains.json", {"baseline": "start", "seed": args.probe_seed,
+                                              "models": g})
+        for name, _ in arms:
+            results[name]["fresh"] = g[name]
+        results["start"] = {"fresh": g["start"]}
+        write_json(out / "arms.json", {"stage": args.stage, "start": args.start,
+                                       "tasks": args.tasks, "probe_seed": args.probe_seed,
+                                       "per_domain": args.per_domain, "arms": results})
+        parent.text(md, "gains.md")
+        parent.tags({"mlflow.note.content": md})
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
