@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import os
 import subprocess
@@ -48,7 +49,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 import heldout_probe as probe  # noqa: E402
 
 from pipeline.atomic import write_json, write_text  # noqa: E402
-from pipeline.tracking import PARENT_ENV, stage_run  # noqa: E402
+from pipeline.params import build  # noqa: E402
+from pipeline.rl.params import RLParams  # noqa: E402
+from pipeline.tracking import PARENT_ENV, git_commit, stage_run  # noqa: E402
 
 GROUPS = {"rl_reasoning": ["math", "countdown", "sudoku", "knights_knaves", "code"],
           "rl_general": ["ifeval"]}
@@ -64,24 +67,50 @@ def parse_arm(spec: str) -> tuple[str, dict[str, Any]]:
         key, eq, value = item.partition("=")
         if not eq or not key:
             raise SystemExit(f"--arm {spec!r}: {item!r} is not key=value")
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = _value(value)
     return name, overrides
 
 
+def _value(text: str) -> Any:
+    """A YAML value; numbers YAML 1.1 leaves as strings (``2e-4``) become floats."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def with_overrides(params: dict, section: str, overrides: dict[str, Any]) -> dict:
-    """A copy of ``params`` with ``section.<dotted key>`` set (the key must exist)."""
+    """A copy of ``params`` with ``section.<dotted key>`` set, checked by the stage's strict
+    params loader (an unknown key or a wrong type fails here, naming it)."""
     out = copy.deepcopy(params)
     for key, value in overrides.items():
         node = out[section]
         parts = key.split(".")
         for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise SystemExit(f"{section}.{key}: no such section in params.yaml")
-            node = node[part]
-        if parts[-1] not in node:
-            raise SystemExit(f"{section}.{key}: no such key in params.yaml")
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SystemExit(f"{section}.{key}: {part} is not a section")
         node[parts[-1]] = value
+    try:
+        build(RLParams, out[section], section)
+    except ValueError as e:  # ParamsError, or a value the dataclass rejects
+        raise SystemExit(f"--arm: {e}") from None
     return out
+
+
+def digest(model_dir: str) -> str:
+    """sha256 of a model folder's weight files (which start model an experiment used)."""
+    h = hashlib.sha256()
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def sys_argv(argv: list[str] | None) -> list[str]:
+    return list(argv) if argv is not None else sys.argv[1:]
 
 
 def run_arm(stage: str, start: str, tasks: str, val: str, arm_dir: Path, params: dict,
@@ -91,9 +120,13 @@ def run_arm(stage: str, start: str, tasks: str, val: str, arm_dir: Path, params:
     metrics = arm_dir / "reports" / "metrics.json"
     pfile = arm_dir / "params.yaml"
     text = yaml.safe_dump(params, sort_keys=False)
+    timing = arm_dir / "wall.json"
     if metrics.exists() and pfile.exists() and pfile.read_text() == text:
         print(f"{arm_dir.name}: already run with these params; kept")
-        return json.loads(metrics.read_text())
+        out = json.loads(metrics.read_text())
+        if timing.exists():
+            out.update(json.loads(timing.read_text()))
+        return out
     arm_dir.mkdir(parents=True, exist_ok=True)
     write_text(pfile, text)
     cmd = [sys.executable, "-m", f"pipeline.stages.{stage}", "--model", start, "--tasks", tasks,
@@ -105,6 +138,7 @@ def run_arm(stage: str, start: str, tasks: str, val: str, arm_dir: Path, params:
         raise SystemExit(f"{arm_dir.name}: the {stage} stage failed (exit {rc})")
     out = json.loads(metrics.read_text())
     out["wall_s"] = time.time() - t0
+    write_json(timing, {"wall_s": out["wall_s"]})
     return out
 
 
@@ -124,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default=str(REPO / "params.yaml"))
     ap.add_argument("--curated", default=str(REPO / "data/curated"))
     ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--note", default="", help="what the experiment varies and why (kept in "
+                    "arms.json and shown by scripts/experiments_page.py)")
     args = ap.parse_args(argv)
 
     base = yaml.safe_load(Path(args.params).read_text())
@@ -162,9 +198,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, _ in arms:
             results[name]["fresh"] = g[name]
         results["start"] = {"fresh": g["start"]}
-        write_json(out / "arms.json", {"stage": args.stage, "start": args.start,
-                                       "tasks": args.tasks, "probe_seed": args.probe_seed,
-                                       "per_domain": args.per_domain, "arms": results})
+        write_json(out / "arms.json", {
+            "note": args.note, "date": time.strftime("%Y-%m-%d %H:%M"), "stage": args.stage,
+            "start": args.start,
+            "start_digest": digest(args.start),
+            "tasks": args.tasks, "probe_seed": args.probe_seed, "per_domain": args.per_domain,
+            "commit": git_commit(REPO), "command": " ".join(["scripts/rl_arms.py", *sys_argv(argv)]),
+            "arms": results})
         parent.text(md, "gains.md")
         parent.tags({"mlflow.note.content": md})
     print(md)

@@ -176,14 +176,64 @@ def test_difficulty_stage_with_known_pass_rates(tmp_path, monkeypatch):
     assert (tmp_path / "rep" / "pass_rates.png").stat().st_size > 1000
 
 
+@pytest.mark.integration
+def test_unscored_prompts_pass_to_the_pools_when_kept(tmp_path, monkeypatch):
+    import json
+
+    import polars as pl
+    import yaml
+
+    import pipeline.engines
+    from pipeline.model import save_checkpoint, tiny_test_model
+    from pipeline.schema import TASK, frame
+    from pipeline.stages import difficulty
+    from pipeline.tasks import generate
+
+    monkeypatch.setenv("RINGLITE_TRACKING", "off")
+    monkeypatch.chdir(tmp_path)
+    model, tok = tiny_test_model()
+    save_checkpoint(model, tok, "selected")
+    tasks = generate("math", 6, seed=2) + generate("ifeval", 3, seed=2)
+    pl.DataFrame(frame(tasks, TASK)).write_parquet("rl.parquet")
+    engine = ScriptedEngine(tok, tasks, [2] * 9)  # every scored prompt: 2 of 4, learnable
+    monkeypatch.setattr(pipeline.engines, "make_engine", lambda *a, **k: engine)
+    params = {"seed": 5, "difficulty": {"samples_per_prompt": 4, "max_prompts": {"reasoning": 2},
+                                        "unscored": "keep"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    difficulty.main(["--model", "selected", "--tasks", "rl.parquet", "--out-dir", "rl",
+                     "--report-dir", "rep"])
+    reasoning = pl.read_parquet("rl/reasoning.parquet")
+    assert reasoning.height == 6  # 2 scored (learnable) + 4 unscored, kept
+    assert reasoning["pass_rate"].null_count() == 4
+    assert set(reasoning["pass_rate"].drop_nulls()) == {0.5}
+    assert pl.read_parquet("rl/general.parquet")["pass_rate"].to_list() == [0.5] * 3
+    st = json.loads((tmp_path / "rep" / "stats.json").read_text())
+    assert st["balanced"] and st["kept"] == 9 and st["dropped"] == 0
+    assert st["by_reason"] == {"learnable": 5, "unscored_kept": 4}
+
+
 def test_split_budget_is_a_seeded_partition():
     import polars as pl
 
     from pipeline.stages.difficulty import split_budget
 
-    df = pl.DataFrame({"id": [f"t{i}" for i in range(10)]})
-    scored, rest = split_budget(df, 4, seed=3)
-    assert len(scored) == 4 and len(rest) == 6
+    df = pl.DataFrame({"id": [f"t{i}" for i in range(13)],
+                       "domain": ["math"] * 6 + ["code"] * 4 + ["ifeval"] * 3})
+    scored, rest = split_budget(df, {"reasoning": 4}, seed=3)
+    assert len(scored) == 7 and len(rest) == 6  # 4 of 10 reasoning + all 3 general
+    assert sum(r["domain"] == "ifeval" for r in scored) == 3
     assert sorted(r["id"] for r in scored + rest) == sorted(df["id"])
-    assert split_budget(df, 4, seed=3) == (scored, rest)
-    assert split_budget(df, 0, seed=3) == (df.to_dicts(), [])
+    assert [r["id"] for r in scored] == sorted((r["id"] for r in scored),
+                                                key=lambda x: int(x[1:]))  # input order kept
+    assert split_budget(df, {"reasoning": 4}, seed=3) == (scored, rest)
+    assert split_budget(df, {"reasoning": 4}, seed=4) != (scored, rest)
+    assert split_budget(df, {}, seed=3) == (df.to_dicts(), [])
+    both, rest = split_budget(df, {"reasoning": 2, "general": 1}, seed=3)
+    assert len(both) == 3 and len(rest) == 10
+
+
+def test_max_prompts_names_domain_groups():
+    from pipeline.stages.difficulty import DifficultyParams
+
+    with pytest.raises(ValueError, match="max_prompts.math: not a domain group"):
+        DifficultyParams(max_prompts={"math": 3})

@@ -29,7 +29,7 @@ TINY = {
     "sft": {"epochs": 2, "eval_tasks": 8, "save_every_steps": 10, "log_every_steps": 2},
     "select": {"prompts": 4, "samples_per_prompt": 2, "val_prompts": 4, "max_new_tokens": 48},
     # an undertrained tiny model solves nothing: keep the teacher-solvable prompts anyway
-    "difficulty": {"samples_per_prompt": 2, "max_prompts": 24, "max_new_tokens": 48,
+    "difficulty": {"samples_per_prompt": 2, "max_prompts": {"reasoning": 24}, "max_new_tokens": 48,
                    "max_unsolved_share": 1.0},
     "rl_reasoning": {"steps": 2, "prompts_per_step": 2, "samples_per_prompt": 2,
                      "max_new_tokens": 32, "eval_every": 2, "eval_tasks": 4,

@@ -172,3 +172,21 @@ def test_summary_says_whether_the_run_generalised():
     assert "holdout_accuracy_gain" not in m
     down = History(steps, evals, [{"step": 0, "eval": [1.0, 1.0]}, {"step": 2, "eval": [0.0, 0.5]}])
     assert verdict(summary(down, RLParams())).startswith("got worse")
+
+
+def test_score_runs_each_distinct_response_once():
+    from pipeline.rl.rollout import score
+    from pipeline.verify.result import Score
+
+    calls = []
+
+    def score_fn(tasks, texts):
+        calls.append(list(zip([t["id"] for t in tasks], texts, strict=True)))
+        return [Score(float(x == "a"), x == "a", "") for x in texts]
+
+    tasks = [{"id": "p"}, {"id": "q"}]
+    rewards, correct = score(score_fn, tasks, ["a", "b", "a", "a", "a", "c"], k=3)
+    assert rewards.tolist() == [[1, 0, 1], [1, 1, 0]] and correct.tolist()[1] == [True, True,
+                                                                                  False]
+    # p: a, b; q: a, c -- the same text under another prompt is another pair
+    assert calls == [[("p", "a"), ("p", "b"), ("q", "a"), ("q", "c")]]

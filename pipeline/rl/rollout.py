@@ -73,9 +73,17 @@ def generate(engine: Any, tokenizer: Any, tasks: Sequence[Mapping[str, Any]], *,
 
 def score(score_fn: ScoreFn, tasks: Sequence[Mapping[str, Any]], texts: Sequence[str],
           k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rewards (L, K), correct (L, K)) from the shared verifier for prompt-major ``texts``."""
-    flat_tasks = [t for t in tasks for _ in range(k)]
-    scores = score_fn(flat_tasks, list(texts))
+    """(rewards (L, K), correct (L, K)) from the shared verifier for prompt-major ``texts``.
+
+    A verdict is a function of the task and the response, so each distinct (task, response)
+    pair is scored once and its verdict shared by its copies (a sharp policy often samples the
+    same short answer several times in a group; a code answer costs a sandbox run).
+    """
+    first: dict[tuple[int, str], int] = {}
+    slot = [first.setdefault((i // k, text), len(first)) for i, text in enumerate(texts)]
+    unique = list(first)
+    scored = score_fn([tasks[p] for p, _ in unique], [text for _, text in unique])
+    scores = [scored[j] for j in slot]
     rewards = np.array([float(s.reward) for s in scores], dtype=np.float64).reshape(-1, k)
     correct = np.array([bool(s.correct) for s in scores]).reshape(-1, k)
     return rewards, correct

@@ -6,6 +6,13 @@
    (:func:`pipeline.tasks.teacher_trace`) pass the same verifier?
 3. :func:`pipeline.selection.difficulty.filter_pool` keeps or drops each prompt with a reason.
 
+``max_prompts`` caps how many prompts of each domain group are scored (a seeded subset; the
+rest is unscored). ``unscored: drop`` drops the unscored prompts (reason ``not_sampled``);
+``unscored: keep`` passes them to the RL pools with ``pass_rate`` null (reason
+``unscored_kept`` in the stats), for RL runs that filter online by the policy's own samples
+(``max_rollout_rounds``, ``drop_zero_variance``) and need a pool larger than it pays to score
+here.
+
 Writes ``<out-dir>/reasoning.parquet`` and ``general.parquet`` (task schema + ``pass_rate``),
 ``dropped.parquet`` (+ ``reason``), ``<report-dir>/pass_rates.csv`` (DVC plot),
 ``pass_rates.png``, ``stats.json`` (counts per domain and reason; they balance).
@@ -18,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,9 +54,18 @@ class DifficultyParams:
     max_pass_rate: float = 0.8  # drop above (always solved)
     min_pass_rate: float = 0.0  # at or below = never solved; the teacher decides
     max_unsolved_share: float = 0.5  # cap on never-solved, teacher-solvable prompts kept
-    max_prompts: int = 240  # score a seeded subset of this many prompts (0 = all); the rest
-    # are dropped with reason "not_sampled" (CPU budget: RL uses a few hundred prompts)
+    # domain group (reasoning | general) -> prompts scored, a seeded subset (absent or 0 = all)
+    max_prompts: Mapping[str, int] = field(default_factory=dict)
+    unscored: Literal["drop", "keep"] = "drop"  # what happens to prompts beyond max_prompts
     batch_prompts: int = 64
+
+    def __post_init__(self) -> None:
+        for group, n in self.max_prompts.items():
+            if group not in ("reasoning", "general"):
+                raise ValueError(f"difficulty.max_prompts.{group}: not a domain group "
+                                 "(reasoning | general)")
+            if n < 0:
+                raise ValueError(f"difficulty.max_prompts.{group}: must be >= 0, got {n}")
 
 
 def teacher_solves(tasks: Sequence[dict[str, Any]]) -> dict[str, bool]:
@@ -73,13 +89,20 @@ def teacher_solves(tasks: Sequence[dict[str, Any]]) -> dict[str, bool]:
     return out
 
 
-def split_budget(df: pl.DataFrame, max_prompts: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """(tasks to score, tasks left unscored): a seeded subset of ``max_prompts`` rows."""
-    if max_prompts <= 0 or max_prompts >= df.height:
-        return df.to_dicts(), []
-    order = df.with_row_index("_row").sample(fraction=1.0, shuffle=True, seed=seed)
-    chosen = set(order["_row"].head(max_prompts).to_list())
+def split_budget(df: pl.DataFrame, max_prompts: Mapping[str, int], seed: int
+                 ) -> tuple[list[dict], list[dict]]:
+    """(tasks to score, tasks left unscored): per domain group, a seeded subset of
+    ``max_prompts[group]`` rows (a group not named, or 0: every row). Input order is kept."""
     rows = df.to_dicts()
+    chosen: set[int] = set()
+    for group in ("reasoning", "general"):
+        idx = [i for i, r in enumerate(rows) if domain_group(r["domain"]) == group]
+        cap = int(max_prompts.get(group, 0))
+        if cap <= 0 or cap >= len(idx):
+            chosen.update(idx)
+            continue
+        order = pl.DataFrame({"i": idx}).sample(fraction=1.0, shuffle=True, seed=seed)
+        chosen.update(order["i"].head(cap).to_list())
     return ([r for i, r in enumerate(rows) if i in chosen],
             [r for i, r in enumerate(rows) if i not in chosen])
 
@@ -165,7 +188,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for t in tasks]
         bands = Bands(p.max_pass_rate, p.min_pass_rate, p.max_unsolved_share)
         kept, dropped = filter_pool(pool, bands, seed)
-        dropped += [{**t, "pass_rate": None, "reason": "not_sampled"} for t in unscored]
+        if p.unscored == "keep":
+            kept += [{**t, "pass_rate": None, "reason": "unscored_kept"} for t in unscored]
+        else:
+            dropped += [{**t, "pass_rate": None, "reason": "not_sampled"} for t in unscored]
         for group in ("reasoning", "general"):
             mine = [r for r in kept if domain_group(r["domain"]) == group]
             write_parquet(a.out_dir / f"{group}.parquet",
