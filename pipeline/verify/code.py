@@ -1,8 +1,19 @@
 """Code checker: the answer's LAST ```python block must pass every test in the sandbox.
 
-``check(reference, answer) -> Score`` with ``reference = {"entry_point": "f", "tests": ["assert
-f(1) == 2", ...]}``. Reward is binary, as in the paper: 1.0 only if all tests pass. Reasons:
-``passed``, ``no_code_block``, ``no_entry_point`` (the program never defines it),
+``check(reference, answer) -> Score``. Reward is binary, as in the paper: 1.0 only if all tests
+pass. Two reference shapes:
+
+- function tests: ``{"entry_point": "f", "tests": ["assert f(1) == 2", ...]}``, optionally
+  ``"imports"`` (code run before the program and before the tests, e.g. MBPP's ``test_imports``)
+  and ``"setup"`` (code run after the program on the program's side, e.g. MBPP's
+  ``test_setup_code``). The program must define ``entry_point``. Tests run in the sandbox's checker
+  process; the program's functions are reached through proxies that pass plain data only (see
+  :mod:`pipeline.verify.sandbox`), so the program cannot see the tests or forge their outcome;
+- stdin/stdout: ``{"io": [{"input": "...", "output": "..."}, ...]}``: the program runs once per
+  case with ``input`` on stdin and passes when its stdout matches ``output``
+  (:func:`pipeline.verify.sandbox.same_output`) and it exits 0.
+
+Reasons: ``passed``, ``no_code_block``, ``no_entry_point`` (the program never defines it),
 ``tests_failed k/n: <last error line>``, ``timeout``, ``output_limit``, ``crashed: ...``,
 ``sandbox_error: ...``. A malformed reference raises ``ValueError`` naming the field.
 
@@ -15,7 +26,7 @@ from __future__ import annotations
 import re
 
 from pipeline.verify.result import Score
-from pipeline.verify.sandbox import SandboxLimits, run_tests
+from pipeline.verify.sandbox import SandboxLimits, run_io, run_tests
 
 DEFAULT_LIMITS = SandboxLimits()
 _FENCE = re.compile(r"```(?:python3?|py)[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -25,6 +36,26 @@ def extract_program(answer: str) -> str | None:
     """The body of the last ```python fenced block, or None."""
     blocks = _FENCE.findall(answer)
     return blocks[-1] if blocks else None
+
+
+def _optional_code(reference: dict, name: str) -> str:
+    value = reference.get(name, "")
+    if not isinstance(value, str):
+        raise ValueError(f"code reference: field '{name}' must be a string, got {value!r}")
+    return value
+
+
+def _validate_io(cases) -> list[tuple[str, str]]:
+    if not isinstance(cases, list | tuple) or not cases:
+        raise ValueError("code reference: field 'io' must be a non-empty list of cases")
+    out = []
+    for i, case in enumerate(cases):
+        if not isinstance(case, dict) or not all(isinstance(case.get(k), str)
+                                                  for k in ("input", "output")):  # fmt: skip
+            raise ValueError(f"code reference: field 'io[{i}]' must be an object with string "
+                             "'input' and 'output'")  # fmt: skip
+        out.append((case["input"], case["output"]))
+    return out
 
 
 def _validate(reference: dict) -> tuple[str, list[str]]:
@@ -44,19 +75,28 @@ def _validate(reference: dict) -> tuple[str, list[str]]:
 
 
 def _defines(program: str, entry: str) -> bool:
-    return re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry)}\s*\(|^\s*{re.escape(entry)}\s*=",
+    name = re.escape(entry)
+    return re.search(rf"^\s*(?:async\s+)?def\s+{name}\s*\(|^\s*class\s+{name}\b|^\s*{name}\s*=",
                      program, re.MULTILINE) is not None  # fmt: skip
 
 
 def check(reference: dict, answer: str, limits: SandboxLimits | None = None) -> Score:
     """Score a code answer against its tests (see the module docstring)."""
-    entry, tests = _validate(reference)
-    program = extract_program(answer)
-    if program is None:
-        return Score(0.0, False, "no_code_block")
-    if not _defines(program, entry):
-        return Score(0.0, False, "no_entry_point")
-    r = run_tests(program, tests, limits or DEFAULT_LIMITS)
+    if "io" in reference:
+        cases = _validate_io(reference["io"])
+        program = extract_program(answer)
+        if program is None:
+            return Score(0.0, False, "no_code_block")
+        r = run_io(program, cases, limits or DEFAULT_LIMITS)
+    else:
+        entry, tests = _validate(reference)
+        setup, imports = _optional_code(reference, "setup"), _optional_code(reference, "imports")
+        program = extract_program(answer)
+        if program is None:
+            return Score(0.0, False, "no_code_block")
+        if not _defines(program, entry):
+            return Score(0.0, False, "no_entry_point")
+        r = run_tests(program, tests, limits or DEFAULT_LIMITS, setup=setup, imports=imports)
     if r.status == "passed":
         return Score(1.0, True, "passed")
     if r.status == "failed":
