@@ -243,7 +243,7 @@ def test_livecodebench_stdin_and_functional(tmp_path):
              "metadata": json.dumps({"func_name": "solve"})}]
     f = write_jsonl(tmp_path / "lcb.jsonl", rows)
     io_task, fn_task = load_benchmark(f, "code", "lcb").tasks
-    assert json.loads(io_task["reference"]) == {"io": [
+    assert json.loads(io_task["reference"]) == {"limits": {"cpu_s": 10, "wall_s": 20.0}, "io": [
         {"input": "1 2\n", "output": "3\n"}, {"input": "10 -4\n", "output": "6\n"}]}
     prog = "<think>.</think>\n```python\na, b = map(int, input().split())\nprint({})\n```"
     assert right_wrong(io_task, prog.format("a + b"), prog.format("a * b")) == (True, False)

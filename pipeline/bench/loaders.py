@@ -25,8 +25,9 @@ Files: ``.jsonl`` / ``.jsonl.gz`` (one JSON object per line; blank lines are not
     ``class Solution``) -> calls ``Solution().<func_name>(*args)``;
   - plain: ``prompt`` + ``entry_point`` + ``tests`` (assert lines), or ``prompt`` + ``io``.
 
-Bad input raises :class:`BenchFileError` naming the file, the row (0-based) and the field;
-nothing is dropped silently.
+Code tasks carry ``BENCH_CODE_LIMITS`` (10 s CPU, 20 s wall) as their sandbox budget. Bad input
+raises :class:`BenchFileError` naming the file, the row (0-based) and the field; nothing is
+dropped silently.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ IO_SUFFIX = (
 )
 SHAPES = ("aime", "gsm8k", "math500", "ifeval", "code")
 LCB_ENTRY = "_lcb_call"  # the helper a functional LiveCodeBench task's tests call
+# Sandbox budget of a benchmark code task (the reference's "limits", see pipeline.verify.code):
+# some reference solutions need several CPU seconds (MBPP 123: ~5 s here), more than the 2 s
+# default that suits the pipeline's own one-line tasks.
+BENCH_CODE_LIMITS = {"cpu_s": 10, "wall_s": 20.0}
 
 
 class BenchFileError(ValueError):
@@ -175,6 +180,7 @@ def gsm8k(row: dict[str, Any], where: str, name: str) -> dict[str, str]:
 
 
 def _code_task(text: str, ref: dict[str, Any], name: str, meta: dict[str, Any]) -> dict[str, str]:
+    ref = {**ref, "limits": dict(BENCH_CODE_LIMITS)}
     return make_task("code", text, ref, f"bench:{name}", meta, split="bench")
 
 

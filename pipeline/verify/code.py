@@ -13,6 +13,11 @@ pass. Two reference shapes:
   case with ``input`` on stdin and passes when its stdout matches ``output``
   (:func:`pipeline.verify.sandbox.same_output`) and it exits 0.
 
+Either shape may carry ``"limits"``: ``{"cpu_s": ..., "wall_s": ..., "memory_mb": ...}`` (any
+subset, at most :data:`MAX_LIMITS`) replacing those fields of :data:`DEFAULT_LIMITS` for this task;
+the benchmark loaders give benchmark code tasks a larger time budget this way
+(``pipeline.bench.loaders.BENCH_CODE_LIMITS``). Limits passed to :func:`check` win over both.
+
 Reasons: ``passed``, ``no_code_block``, ``no_entry_point`` (the program never defines it),
 ``tests_failed k/n: <last error line>``, ``timeout``, ``output_limit``, ``crashed: ...``,
 ``sandbox_error: ...``. A malformed reference raises ``ValueError`` naming the field.
@@ -24,11 +29,13 @@ wall, 256 MiB address space, 16 processes, 64 open files, 1 MiB files, 64 KiB ou
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from pipeline.verify.result import Score
 from pipeline.verify.sandbox import SandboxLimits, run_io, run_tests
 
 DEFAULT_LIMITS = SandboxLimits()
+MAX_LIMITS = {"cpu_s": 60, "wall_s": 120.0, "memory_mb": 2048}  # ceilings for a reference's limits
 _FENCE = re.compile(r"```(?:python3?|py)[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
@@ -58,6 +65,23 @@ def _validate_io(cases) -> list[tuple[str, str]]:
     return out
 
 
+def task_limits(reference: dict) -> SandboxLimits:
+    """:data:`DEFAULT_LIMITS` with the reference's ``limits`` applied (validated)."""
+    extra = reference.get("limits")
+    if extra is None:
+        return DEFAULT_LIMITS
+    if not isinstance(extra, dict) or set(extra) - set(MAX_LIMITS):
+        raise ValueError(f"code reference: field 'limits' must be an object with keys from "
+                         f"{sorted(MAX_LIMITS)}, got {extra!r}")  # fmt: skip
+    for key, value in extra.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or \
+                not 0 < value <= MAX_LIMITS[key]:  # fmt: skip
+            raise ValueError(f"code reference: field 'limits.{key}' must be in "
+                             f"(0, {MAX_LIMITS[key]}], got {value!r}")  # fmt: skip
+    fields = {k: (int(v) if k != "wall_s" else float(v)) for k, v in extra.items()}
+    return replace(DEFAULT_LIMITS, **fields)
+
+
 def _validate(reference: dict) -> tuple[str, list[str]]:
     entry = reference.get("entry_point")
     tests = reference.get("tests")
@@ -84,19 +108,22 @@ def check(reference: dict, answer: str, limits: SandboxLimits | None = None) -> 
     """Score a code answer against its tests (see the module docstring)."""
     if "io" in reference:
         cases = _validate_io(reference["io"])
+        task_limits(reference)
         program = extract_program(answer)
         if program is None:
             return Score(0.0, False, "no_code_block")
-        r = run_io(program, cases, limits or DEFAULT_LIMITS)
+        r = run_io(program, cases, limits or task_limits(reference))
     else:
         entry, tests = _validate(reference)
+        task_limits(reference)
         setup, imports = _optional_code(reference, "setup"), _optional_code(reference, "imports")
         program = extract_program(answer)
         if program is None:
             return Score(0.0, False, "no_code_block")
         if not _defines(program, entry):
             return Score(0.0, False, "no_entry_point")
-        r = run_tests(program, tests, limits or DEFAULT_LIMITS, setup=setup, imports=imports)
+        r = run_tests(program, tests, limits or task_limits(reference), setup=setup,
+                      imports=imports)
     if r.status == "passed":
         return Score(1.0, True, "passed")
     if r.status == "failed":

@@ -88,6 +88,7 @@ LAYERS = ("netns", "mountns", "pidns", "proc", "chroot", "uid")
 BOOT_FAILED = 70  # exit code when the sandbox itself could not start (a sandbox bug)
 MAX_MESSAGE = 8 << 20  # largest frame either side accepts (bytes)
 MAX_DEPTH = 200  # deepest nesting of an encoded value
+MAX_GLOBAL = 256 << 10  # a module-level value larger than this (encoded) is passed as a handle
 BUILTIN_TYPES = {t.__name__: t for t in (bool, bytes, complex, dict, float, frozenset, int, list,
                                           object, set, str, tuple, type(None))}  # fmt: skip
 
@@ -798,9 +799,14 @@ def _globals_info(ns: dict, handles: list) -> dict:
         elif callable(value):
             info[name] = ["call"]
         else:
+            mark = len(handles)
             try:
-                info[name] = ["value", encode(value, handles)]
+                enc = encode(value, handles)
+                if len(json.dumps(enc)) > MAX_GLOBAL:  # big tables stay on this side
+                    raise ValueError("too large to copy")
+                info[name] = ["value", enc]
             except (ValueError, RecursionError):
+                del handles[mark:]
                 handles.append(value)
                 info[name] = ["value", ["h", len(handles) - 1]]
     return info
