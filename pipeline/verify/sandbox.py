@@ -89,6 +89,7 @@ BOOT_FAILED = 70  # exit code when the sandbox itself could not start (a sandbox
 MAX_MESSAGE = 8 << 20  # largest frame either side accepts (bytes)
 MAX_DEPTH = 200  # deepest nesting of an encoded value
 MAX_GLOBAL = 256 << 10  # a module-level value larger than this (encoded) is passed as a handle
+MAX_GLOBAL_ITEMS = 20_000  # ... and so is one holding more items than this
 BUILTIN_TYPES = {t.__name__: t for t in (bool, bytes, complex, dict, float, frozenset, int, list,
                                           object, set, str, tuple, type(None))}  # fmt: skip
 
@@ -801,8 +802,10 @@ def _globals_info(ns: dict, handles: list) -> dict:
         else:
             mark = len(handles)
             try:
+                if not _small(value, MAX_GLOBAL_ITEMS):  # big tables stay on this side
+                    raise ValueError("too large to copy")
                 enc = encode(value, handles)
-                if len(json.dumps(enc)) > MAX_GLOBAL:  # big tables stay on this side
+                if len(json.dumps(enc)) > MAX_GLOBAL:
                     raise ValueError("too large to copy")
                 info[name] = ["value", enc]
             except (ValueError, RecursionError):
@@ -810,6 +813,22 @@ def _globals_info(ns: dict, handles: list) -> dict:
                 handles.append(value)
                 info[name] = ["value", ["h", len(handles) - 1]]
     return info
+
+
+def _small(value, limit: int) -> bool:
+    """Whether ``value`` holds at most ``limit`` items in all (counted with an early exit)."""
+    stack, seen = [value], 0
+    while stack:
+        v = stack.pop()
+        seen += 1
+        if seen > limit:
+            return False
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple | set | frozenset):
+            stack.extend(v)
+    return True
 
 
 def _call(ns: dict, handles: list, msg: list):
