@@ -677,6 +677,8 @@ def _checker_init(cfg: dict, applied: list[str]) -> None:
         layers.append("chroot")
     elif uids:
         os.chown(root, uids[0], uids[0])
+    if not uids:  # same uid as the candidate: keep it out of our memory and fds from the start
+        _libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     mine, theirs = socket.socketpair()
     mine.set_inheritable(False)
     pid = os.fork()
@@ -688,8 +690,6 @@ def _checker_init(cfg: dict, applied: list[str]) -> None:
             os.write(2, f"sandbox candidate setup failed: {type(e).__name__}: {e}\n".encode())
         os._exit(BOOT_FAILED)
     theirs.close()
-    if not uids:  # same uid as the candidate: keep it out of our memory and fds
-        _libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     os.chdir("/")
     second = _recv(0, 1 << 30)  # the tests, read only now: the candidate was forked without them
     null = os.open(os.devnull, os.O_RDONLY)
