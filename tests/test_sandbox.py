@@ -1,9 +1,15 @@
-"""The code sandbox: hand-made programs, and a red-team set that must all score 0 and leave the
-host untouched. Limits are small so the whole file runs in seconds."""
+"""The code sandbox: hand-made programs, the value channel, and a red-team set that must all
+score 0 and leave the host untouched. Limits are small so the whole file runs in seconds.
+
+Most reward hacks are first run against a *naive* harness (the program and its tests in one
+interpreter, a pass report tagged with a nonce held in a local variable: the sandbox's earlier
+design) to show that the attack is real; then the same program must score 0 here."""
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -15,7 +21,16 @@ from pathlib import Path
 import pytest
 
 from pipeline.verify.code import check
-from pipeline.verify.sandbox import LAYERS, SandboxLimits, run_tests
+from pipeline.verify.redteam import ATTACKS, BEATS_NAIVE, secret_tests
+from pipeline.verify.sandbox import (
+    LAYERS,
+    SandboxLimits,
+    decode,
+    encode,
+    run_io,
+    run_tests,
+    same_output,
+)
 
 FAST = SandboxLimits(cpu_s=1, wall_s=3.0, memory_mb=160, processes=8, open_files=32,
                      output_kb=32, file_size_kb=256)  # fmt: skip
@@ -42,6 +57,44 @@ def run_plain(program: str, tests: list[str]) -> int:
     return subprocess.run(
         [sys.executable, "-c", script], capture_output=True, timeout=30
     ).returncode
+
+
+NAIVE_HARNESS = r"""
+import json, os, sys
+def harness(program, tests, fd, nonce):
+    write, finish = os.write, os._exit
+    ns = {"__name__": "solution"}
+    passed = 0
+    try:
+        exec(compile(program, "solution.py", "exec"), ns)
+        for i, test in enumerate(tests):
+            try:
+                exec(compile(test, f"test_{i}", "exec"), ns)
+                passed += 1
+            except BaseException:
+                pass
+    except BaseException:
+        pass
+    write(fd, f"{nonce} {passed}\n".encode())
+    finish(0)
+cfg = json.loads(sys.stdin.read())
+harness(cfg["program"], cfg["tests"], cfg["fd"], cfg["nonce"])
+"""
+
+
+def naive_passes(program: str, tests: list[str]) -> bool:
+    """Control: does ``program`` get a full pass report from the naive same-interpreter harness?"""
+    nonce = secrets.token_hex(16)
+    r, w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-c", NAIVE_HARNESS], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            pass_fds=(w,))  # fmt: skip
+    os.close(w)
+    proc.communicate(json.dumps({"program": program, "tests": tests, "fd": w, "nonce": nonce})
+                     .encode(), timeout=30)  # fmt: skip
+    with os.fdopen(r, "rb") as f:
+        report = f.read().decode()
+    return f"{nonce} {len(tests)}" in report.splitlines()
 
 
 def sandbox_uid_processes() -> list[int]:
@@ -73,7 +126,7 @@ def test_counts_passed_tests():
 
 
 def test_all_pass_and_stdlib_imports_work():
-    prog = "import math, itertools, collections\ndef f(n):\n    return math.factorial(n)\n"
+    prog = "import math, itertools, collections, hashlib\ndef f(n):\n    return math.factorial(n)\n"
     r = run_tests(prog, ["assert f(5) == 120", "assert f(0) == 1"], FAST)
     assert (r.status, r.tests_passed) == ("passed", 2)
 
@@ -84,7 +137,7 @@ def test_main_block_does_not_run():
 
 
 def test_early_exit_is_not_a_pass():
-    # os._exit skips the harness report; sys.exit inside the program is caught as a failure.
+    # os._exit ends the candidate before it answers; sys.exit is caught as a load failure.
     r = run_tests("import os\nos._exit(0)\n", ["assert True"], FAST)
     assert r.status == "crashed" and r.tests_passed == 0
     r = run_tests("import sys\nsys.exit(0)\n", ["assert True"], FAST)
@@ -92,9 +145,10 @@ def test_early_exit_is_not_a_pass():
 
 
 def test_fresh_empty_workdir_each_run():
-    prog = "import os\nfiles = os.listdir('.')\nopen('mine.txt', 'w').write('x')\n"
+    prog = ("import os\nfiles = os.listdir('.')\nopen('mine.txt', 'w').write('x')\n"
+            "def mine():\n    return open('mine.txt').read()\n")  # fmt: skip
     for _ in range(2):  # the second run must not see the first run's file
-        r = run_tests(prog, ["assert files == []", "assert open('mine.txt').read() == 'x'"], FAST)
+        r = run_tests(prog, ["assert files == []", "assert mine() == 'x'"], FAST)
         assert r.status == "passed", r.stderr
 
 
@@ -103,13 +157,146 @@ def test_syntax_error_fails():
     assert r.status == "failed" and "SyntaxError" in r.stderr
 
 
+def test_values_cross_as_plain_data():
+    prog = ("import collections, decimal, fractions\n"
+            "def f(kind):\n"
+            "    return {'t': (1, 'a', None), 's': {1, 2}, 'fs': frozenset({3}), 'b': b'xy',\n"
+            "            'c': 1 + 2j, 'big': 2 ** 200, 'nan': float('nan'), 'inf': float('-inf'),\n"
+            "            'cnt': collections.Counter('aab'), 'od': collections.OrderedDict(a=1),\n"
+            "            'dq': collections.deque([1]), 'dec': decimal.Decimal('1.10'),\n"
+            "            'fr': fractions.Fraction(1, 3), 'type': int, 'nested': [[[1]]]}[kind]\n"
+            "def echo(*a, **k):\n"
+            "    return [a, k]\n")  # fmt: skip
+    tests = [
+        "assert f('t') == (1, 'a', None) and type(f('t')) is tuple",
+        "assert f('s') == {1, 2} and f('fs') == frozenset({3}) and f('b') == b'xy'",
+        "assert f('c') == 1 + 2j and f('big') == 2 ** 200",
+        "import math\nassert math.isnan(f('nan')) and f('inf') == float('-inf')",
+        "import collections\nassert f('cnt') == collections.Counter({'a': 2, 'b': 1})",
+        "assert type(f('od')).__name__ == 'OrderedDict' and list(f('dq')) == [1]",
+        "import decimal, fractions\nassert f('dec') == decimal.Decimal('1.10')",
+        "assert str(f('dec')) == '1.10' and f('fr') == fractions.Fraction(1, 3)",
+        "assert f('type') is int and f('nested') == [[[1]]]",
+        "assert echo(1, 'x', k=(2,)) == [(1, 'x'), {'k': (2,)}]",
+    ]
+    r = run_tests(prog, tests, FAST)
+    assert (r.status, r.tests_passed) == ("passed", len(tests)), r.stderr
+
+
+def test_objects_stay_on_the_candidate_side():
+    # MBPP's shape: the program's class builds inputs that are passed back to its functions.
+    prog = ("class Pair:\n    def __init__(self, a, b):\n        self.a, self.b = a, b\n"
+            "def total(pairs):\n    return sum(p.a + p.b for p in pairs)\n")  # fmt: skip
+    r = run_tests(prog, ["assert total([Pair(1, 2), Pair(3, 4)]) == 10",
+                         "p = Pair(1, 2)\nassert p != Pair(1, 2) and p == p"], FAST)  # fmt: skip
+    assert r.status == "passed", r.stderr
+    setup = "root = Pair(5, 6)\n"  # MBPP's test_setup_code runs on the program's side
+    r = run_tests(prog, ["assert total([root]) == 11"], FAST, setup=setup)
+    assert r.status == "passed", r.stderr
+
+
+def test_large_module_level_values_stay_on_the_program_side():
+    prog = "TABLE = list(range(10 ** 6))\ndef f(i):\n    return TABLE[i]\n"
+    r = run_tests(prog, ["assert f(999_999) == 999_999", "assert TABLE != list(range(10 ** 6))"],
+                  SandboxLimits(cpu_s=2, wall_s=5.0, memory_mb=512))  # fmt: skip
+    assert (r.status, r.tests_passed) == ("passed", 2), r.stderr  # TABLE is a handle there
+
+
+def test_program_exceptions_reach_the_tests():
+    prog = "def f(x):\n    if x < 0:\n        raise ValueError('negative')\n    return x\n"
+    test = "try:\n    f(-1)\n    raise AssertionError('no error')\nexcept ValueError:\n    pass\n"
+    assert run_tests(prog, [test, "assert f(2) == 2"], FAST).status == "passed"
+
+
+def test_codec_rejects_malformed_and_foreign_values():
+    assert decode(encode({"a": [1, (2.5, None)]})) == {"a": [1, (2.5, None)]}
+    for bad in (["S", [["l", []]]], ["i", "zz"], ["x"], "notalist", ["h", 1], ["l", "x"]):
+        with pytest.raises(ValueError):
+            decode(bad)
+    with pytest.raises(TypeError):
+        encode(object())  # the checker side refuses to send an object it cannot describe
+
+    class MyInt(int):
+        pass
+
+    handles: list = []
+    assert encode(MyInt(3), handles) == ["h", 0] and handles[0] == 3  # subclass: not plain
+
+
+@pytest.mark.parametrize("got,want,same", [
+    ("6\n", "6", True), ("  6  \n\n", "6\n", True), ("1 2\n3", "1 2\n3\n", True),
+    ("0.50", "0.5", True), ("1e1", "10", True), ("6", "7", False), ("6\n7", "6", False),
+    ("a b", "a  c", False), ("1 2", "1 2 3", False),
+])  # fmt: skip
+def test_same_output(got, want, same):
+    assert same_output(got, want) is same
+
+
+def test_stdin_stdout_cases():
+    prog = "import sys\nnums = list(map(int, sys.stdin.read().split()))\nprint(sum(nums))\n"
+    r = run_io(prog, [("1 2 3\n", "6\n"), ("10\n-4", "6"), ("5", "6")], FAST)
+    assert (r.status, r.tests_passed, r.tests_total) == ("failed", 2, 3)
+    r = run_io("raise SystemExit(input() == 'x' and 3)\n", [("x\n", "")], FAST)
+    assert r.status == "failed"  # exit code 3 fails even with the expected (empty) output
+    ref = {"io": [{"input": "2\n", "output": "4\n"}, {"input": "3\n", "output": "6\n"}]}
+    assert check(ref, code_answer("print(2 * int(input()))")).correct
+    assert not check(ref, code_answer("print(4)")).correct
+
+
 @needs_root
 def test_all_layers_applied_as_root():
     r = run_tests("x = 1\n", ["assert x == 1"], FAST)
     assert set(r.isolation) == set(LAYERS)
 
 
+@needs_root
+def test_fresh_proc_lists_only_the_sandbox():
+    prog = ("import os\n"
+            "def pids():\n    return sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+            "def root():\n    return sorted(os.listdir('/'))\n")  # fmt: skip
+    host_pid = os.getpid()
+    r = run_tests(prog, [f"assert {host_pid} not in pids()", "assert pids()[0] == 1",
+                         "assert len(pids()) <= 3", "assert root() == ['proc', 'work']"],
+                  FAST)  # fmt: skip
+    assert r.status == "passed", r.stderr
+
+
 # --- red team: every attack scores 0 and the host stays untouched -----------------------------
+
+# Tasks the attacks target: the expected values are fresh random tokens, so no honest program
+# can pass; only a reward hack could.
+TOKENS, SECRET_TESTS = secret_tests()
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_reward_hack_scores_zero(name, tmp_path, monkeypatch):
+    program = ATTACKS[name]
+    if name in BEATS_NAIVE:
+        assert naive_passes(program, SECRET_TESTS), "control: the attack should beat a naive harness"
+    if name == "search_files_argv_env":
+        # Control: with the tests on disk, in argv and in the environment of an uncontained
+        # process, the search finds the expected values.
+        (tmp_path / "task.jsonl").write_text(json.dumps({"tests": SECRET_TESTS}) + "\n")
+        monkeypatch.setenv("RINGLITE_TASK_TESTS", json.dumps(SECRET_TESTS))
+        script = program + f"\nimport sys\nsys.exit(0 if f(1) == {TOKENS[0]!r} else 1)\n"
+        env = {**os.environ, "TASK": json.dumps(SECRET_TESTS)}
+        assert subprocess.run([sys.executable, "-c", script, *SECRET_TESTS], cwd=tmp_path,
+                              env=env, timeout=60).returncode == 0  # fmt: skip
+    alive_before = os.getpid()
+    s, r = score_code(program, SECRET_TESTS)
+    assert (s.reward, s.correct) == (0.0, False), (name, s, r.stderr[-500:])
+    assert r.tests_passed == 0, (name, r)
+    assert os.getpid() == alive_before  # the scoring process is still here and still scores
+    good = check({"entry_point": "g", "tests": ["assert g(3) == 9"]},
+                 code_answer("def g(x):\n    return x * x\n"), FAST)  # fmt: skip
+    assert good.correct, good
+
+
+def test_correct_solution_scores_one_next_to_the_hacks():
+    tests = ["assert f(1) == 3", "assert f(2) == 5", "assert f(-4) == -7"]
+    for program in ("def f(x):\n    return 2 * x + 1\n",
+                    "import builtins\nbuiltins.print = None\ndef f(x):\n    return 2 * x + 1\n"):
+        s = check({"entry_point": "f", "tests": tests}, code_answer(program), FAST)
+        assert (s.reward, s.correct, s.reason) == (1.0, True, "passed")
 
 
 def test_fork_bomb():
@@ -151,6 +338,8 @@ def test_infinite_loop():
     r = run_tests("def f():\n    while True:\n        pass\n", ["assert f() is None"], FAST)
     assert r.status == "timeout" and r.tests_passed == 0
     assert time.monotonic() - t0 < FAST.wall_s + 2
+    r = run_tests("while True:\n    pass\n", [], FAST)  # no tests: still not a pass
+    assert r.status == "timeout"
 
 
 @needs_root
@@ -161,7 +350,7 @@ def test_write_outside_its_directory(tmp_path):
     for t in targets:  # the control wrote them; remove before the sandboxed run
         os.remove(t)
     s, r = score_code(prog, ["assert True"])
-    assert s.reward == 0.0 and "Read-only file system" in r.stderr
+    assert s.reward == 0.0 and ("No such file" in r.stderr or "Read-only" in r.stderr)
     for t in targets:
         assert not os.path.exists(t)
 
@@ -241,6 +430,13 @@ def test_huge_output_is_cut_off():
     assert time.monotonic() - t0 < FAST.wall_s
 
 
+def test_huge_reply_is_refused():
+    # A reply over the channel's size cap is not decoded: the call fails, the test fails.
+    r = run_tests("def f():\n    return 'x' * (20 << 20)\n", ["assert len(f()) > 0"],
+                  SandboxLimits(cpu_s=2, wall_s=5.0, memory_mb=512))  # fmt: skip
+    assert r.status in ("failed", "crashed") and r.tests_passed == 0
+
+
 def test_fallback_without_privileges_runs_and_logs(monkeypatch, caplog):
     # As a non-root caller no namespace or uid layer is attempted: programs still run under the
     # rlimits and the group kill, and the missing layers are logged once.
@@ -251,7 +447,9 @@ def test_fallback_without_privileges_runs_and_logs(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="pipeline.verify.sandbox"):
         r = run_tests("def f():\n    return 1\n", ["assert f() == 1"], FAST)
         r2 = run_tests("while True:\n    pass\n", [], FAST)
+        r3 = run_tests(ATTACKS["frame_walk"], SECRET_TESTS, FAST)
     assert (r.status, r.isolation) == ("passed", ())
     assert r2.status == "timeout"
+    assert r3.status != "passed" and r3.tests_passed == 0
     notes = [m for m in caplog.messages if "containment layers not available" in m]
     assert len(notes) == 1 and all(layer in notes[0] for layer in LAYERS)

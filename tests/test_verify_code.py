@@ -78,3 +78,19 @@ def test_code_teacher_traces_pass_and_corrupted_fail():
         body = trace.index("\n", trace.index("def "))
         broken = trace[: body + 1] + "    return None\n" + trace[body + 1 :]
         assert not score(task, broken).correct
+
+
+def test_reference_limits_replace_the_defaults():
+    from pipeline.verify.code import DEFAULT_LIMITS, task_limits
+
+    assert task_limits(REF) == DEFAULT_LIMITS
+    got = task_limits({**REF, "limits": {"cpu_s": 10, "wall_s": 20}})
+    assert (got.cpu_s, got.wall_s, got.memory_mb) == (10, 20.0, DEFAULT_LIMITS.memory_mb)
+    # A program needing well over 1 s of CPU: out of a 1 s budget, within a 20 s one.
+    slow = fenced("def add_one(x):\n    n = 0\n    while n < 40_000_000:\n        n += 1\n"
+                  "    return x + 1\n")
+    assert check({**REF, "limits": {"cpu_s": 1}}, slow).reason == "timeout"
+    assert check({**REF, "limits": {"cpu_s": 20, "wall_s": 40}}, slow).correct
+    for bad in ({"cpu_s": 0}, {"cpu_s": 1000}, {"gpus": 1}, {"wall_s": "5"}, [1]):
+        with pytest.raises(ValueError, match="limits"):
+            check({**REF, "limits": bad}, fenced(GOOD))

@@ -90,3 +90,29 @@ def test_works_and_times_out_outside_main_thread(monkeypatch):
     worker.start()
     worker.join()
     assert out[-1].reason == "timeout" and time.monotonic() - t0 < 2
+
+
+@pytest.mark.parametrize("gold,answer", [
+    ("10", "\\boxed{10\\%}"), ("10\\%", "\\boxed{10}"), ("10", "\\boxed{10%}"),
+    ("25", "\\boxed{25\\text{\\%}}"), ("10", "\\boxed{10 \\text{ percent}}"),
+    ("12.5", "\\boxed{12.5\\,\\%}"), ("10\\%", "\\boxed{10\\%}"),
+    ("18", "\\boxed{\\$18}"), ("\\$18", "\\boxed{18}"), ("18", "\\boxed{\\$18.00}"),
+    ("1000", "\\boxed{\\$1,000}"), ("18.9", "\\boxed{\\$18.90}"),
+    ("10", "\\boxed{10\\%} and again \\boxed{10}"),  # the same value with and without: no hedge
+])
+def test_percent_and_currency_marks_compare_as_the_bare_number(gold, answer):
+    assert check({"answer": gold}, answer) == vmath.Score(1.0, True, "ok")
+
+
+@pytest.mark.parametrize("gold,answer", [
+    ("0.1", "\\boxed{10\\%}"),  # MATH's convention: the mark is dropped, 10% is not 0.1
+    ("10", "\\boxed{0.1}"), ("10", "\\boxed{11\\%}"), ("18", "\\boxed{\\$19}"),
+])
+def test_percent_and_currency_still_compare_the_number(gold, answer):
+    assert check({"answer": gold}, answer) == vmath.Score(0.0, False, "wrong")
+
+
+def test_strip_percent():
+    assert vmath.strip_percent("10\\%") == "10"
+    assert vmath.strip_percent("10 \\text{ percent}") == "10"
+    assert vmath.strip_percent("\\frac{1}{2}") == "\\frac{1}{2}"

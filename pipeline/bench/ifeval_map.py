@@ -1,83 +1,51 @@
-"""IFEval rows (``prompt``, ``instruction_id_list``, ``kwargs``) -> our ifeval task records.
+"""IFEval rows (``prompt``, ``instruction_id_list``, ``kwargs``) -> ifeval task records.
 
-Each IFEval instruction id that our rule checkers (:mod:`pipeline.verify.ifeval`) score the
-same way maps onto one constraint kind (:data:`IFEVAL_KINDS`). Ids with no faithful match (e.g.
-``length_constraints:number_paragraphs``: IFEval separates paragraphs with ``***``, ours with
-blank lines; ``language:response_language``; ``combination:*``) raise
-:class:`UnknownInstruction`; the loader skips such a row and counts it by id.
+Every one of the 25 instruction ids of the published benchmark has a checker with the
+benchmark's semantics (:data:`pipeline.verify.ifeval.INSTRUCTIONS`); each becomes one constraint
+``{"kind": <id>, "kwargs": {...}}`` of the task's reference, graded in IFEval's ``strict`` mode
+(``loose`` is available to callers through the reference's ``mode``). An id outside that set
+raises :class:`UnknownInstruction` listing every such id of the row; the loader skips the row and
+counts each id (or stops, with ``on_unknown="error"``). Missing or malformed keyword arguments
+raise ``ValueError`` naming the row, the instruction index and the field.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from pipeline.schema import make_task
+from pipeline.verify.ifeval import INSTRUCTIONS, instruction_kwargs
 
 
 class UnknownInstruction(ValueError):
-    def __init__(self, where: str, instruction_id: str):
-        super().__init__(f"{where}: field 'instruction_id_list': no checker for {instruction_id!r}")
-        self.instruction_id = instruction_id
+    def __init__(self, where: str, instruction_ids: list[str]):
+        super().__init__(f"{where}: field 'instruction_id_list': no checker for "
+                         f"{', '.join(map(repr, instruction_ids))}")  # fmt: skip
+        self.instruction_ids = instruction_ids
+        self.instruction_id = instruction_ids[0]
 
 
-def _arg(kw: dict[str, Any], name: str, where: str) -> Any:
-    if kw.get(name) is None:
-        raise ValueError(f"{where}: field 'kwargs': missing {name!r}")
-    return kw[name]
-
-
-def _bound(kind: str, count_key: str) -> Callable[[dict, str], dict]:
-    """IFEval's relation "less than" N -> max N-1; "at least" N -> min N."""
-
-    def convert(kw: dict, where: str) -> dict:
-        n, rel = int(_arg(kw, count_key, where)), _arg(kw, "relation", where)
-        if rel == "less than":
-            return {"kind": kind, "max": n - 1}
-        if rel == "at least":
-            return {"kind": kind, "min": n}
-        raise ValueError(f"{where}: field 'kwargs': relation {rel!r} (want 'less than'/'at least')")
-
-    return convert
-
-
-IFEVAL_KINDS: dict[str, Callable[[dict, str], dict]] = {
-    "length_constraints:number_words": _bound("word_count", "num_words"),
-    "length_constraints:number_sentences": _bound("sentence_count", "num_sentences"),
-    "keywords:existence": lambda kw, w: {"kind": "keywords",
-                                         "words": list(_arg(kw, "keywords", w))},
-    "keywords:forbidden_words": lambda kw, w: {"kind": "forbidden_words",
-                                               "words": list(_arg(kw, "forbidden_words", w))},
-    "punctuation:no_comma": lambda kw, w: {"kind": "forbidden_chars", "chars": [","]},
-    "detectable_format:number_bullet_lists": lambda kw, w: {
-        "kind": "bullets", "count": int(_arg(kw, "num_bullets", w))},
-    "change_case:english_lowercase": lambda kw, w: {"kind": "lowercase"},
-    "change_case:english_capital": lambda kw, w: {"kind": "uppercase"},
-    "detectable_format:json_format": lambda kw, w: {"kind": "json"},
-    "detectable_format:title": lambda kw, w: {"kind": "title"},
-    "startend:end_checker": lambda kw, w: {"kind": "ends_with",
-                                           "phrase": str(_arg(kw, "end_phrase", w))},
-    "startend:quotation": lambda kw, w: {"kind": "quotation"},
-    "detectable_content:number_placeholders": lambda kw, w: {
-        "kind": "placeholders", "count": int(_arg(kw, "num_placeholders", w))},
-}
+def ifeval_reference(row: dict[str, Any], where: str, mode: str = "strict") -> dict[str, Any]:
+    """The ifeval reference of one row; raises UnknownInstruction or ValueError (naming the field)."""
+    ids, kwargs = row.get("instruction_id_list"), row.get("kwargs")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise ValueError(f"{where}: field 'instruction_id_list': need a non-empty list of ids")
+    kwargs = kwargs if kwargs is not None else [{} for _ in ids]
+    if not isinstance(kwargs, list) or len(kwargs) != len(ids):
+        raise ValueError(f"{where}: field 'kwargs': need one object per instruction id")
+    unknown = [i for i in ids if i not in INSTRUCTIONS]
+    if unknown:
+        raise UnknownInstruction(where, unknown)
+    constraints = [{"kind": iid, "kwargs": instruction_kwargs(iid, kw, f"{where}: kwargs[{i}]")}
+                   for i, (iid, kw) in enumerate(zip(ids, kwargs, strict=True))]  # fmt: skip
+    return {"constraints": constraints, "mode": mode}
 
 
 def ifeval_task(row: dict[str, Any], where: str, name: str) -> dict[str, str]:
     """One IFEval row -> a task; raises UnknownInstruction or ValueError naming the field."""
-    prompt, ids, kwargs = row.get("prompt"), row.get("instruction_id_list"), row.get("kwargs")
+    prompt = row.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f"{where}: field 'prompt': missing or empty")
-    if not isinstance(ids, list) or not ids:
-        raise ValueError(f"{where}: field 'instruction_id_list': need a non-empty list")
-    kwargs = kwargs if kwargs is not None else [{} for _ in ids]
-    if not isinstance(kwargs, list) or len(kwargs) != len(ids):
-        raise ValueError(f"{where}: field 'kwargs': need one dict per instruction id")
-    constraints = []
-    for i, (iid, kw) in enumerate(zip(ids, kwargs, strict=True)):
-        if iid not in IFEVAL_KINDS:
-            raise UnknownInstruction(where, iid)
-        constraints.append(IFEVAL_KINDS[iid](kw or {}, f"{where}: kwargs[{i}]"))
-    meta = {"instruction_id_list": ids, "key": row.get("key")}
-    return make_task("ifeval", prompt.strip(), {"constraints": constraints}, f"bench:{name}",
-                     meta, split="bench")
+    reference = ifeval_reference(row, where)
+    meta = {"instruction_id_list": row["instruction_id_list"], "key": row.get("key")}
+    return make_task("ifeval", prompt.strip(), reference, f"bench:{name}", meta, split="bench")

@@ -14,6 +14,12 @@ Rules (reasons in brackets):
 - equivalent to the reference -> 1 [``ok``], else 0 [``wrong``; ``unparsable`` if Math-Verify
   extracts nothing from the box].
 
+Percent and currency marks follow the benchmarks' convention (MATH's answer normalisation drops
+them; GSM8K answers are bare numbers): a percent sign (``\\%``, ``%``, ``\\text{\\%}``,
+``\\text{ percent}``) is removed from the reference and from every box before parsing, so
+``10\\%`` = ``10`` (and ``10\\%`` is not ``0.1``); dollar signs (``\\$18`` = ``18``) are
+already ignored by Math-Verify.
+
 Timeout: Math-Verify's own timeouts use ``signal.alarm`` and break outside the main thread, so
 they are switched off (``parsing_timeout=None``, ``timeout_seconds=None``) and ours is used:
 in the main thread a ``setitimer`` alarm raises a ``BaseException`` (Math-Verify swallows
@@ -25,6 +31,7 @@ pool of ``score_batch`` is the hard bound). A timeout scores 0 [``timeout``].
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 import time
@@ -98,6 +105,14 @@ def _bounded(fn: Callable[[], T], timeout_s: float) -> T:
             signal.setitimer(signal.ITIMER_REAL, left, old_interval)
 
 
+_PERCENT = re.compile(r"\\(?:text|textrm|mbox|mathrm)\{\s*(?:\\?%|percent)\s*\}|\\?%")
+
+
+def strip_percent(expr: str) -> str:
+    """``expr`` without percent marks (see the module docstring)."""
+    return _PERCENT.sub("", expr).strip()
+
+
 def _parse(expr: str) -> list:
     from math_verify import parse  # imported lazily: sympy is slow to import
 
@@ -111,9 +126,10 @@ def _equal(a: list, b: list) -> bool:
 
 
 def _grade(gold_text: str, boxes: list[str]) -> Score:
-    gold = _parse(gold_text)
+    gold = _parse(strip_percent(gold_text))
     if not gold:
         raise ValueError(f"math reference: field 'answer'={gold_text!r} cannot be parsed")
+    boxes = [strip_percent(b) for b in boxes]
     pred = _parse(boxes[-1])
     if not pred:
         return Score(0.0, False, "unparsable")

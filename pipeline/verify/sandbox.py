@@ -1,35 +1,56 @@
-"""Run an untrusted Python program and its tests in a contained subprocess.
+"""Run an untrusted Python program against tests so that the program cannot decide its verdict.
 
-``run_tests(program, tests, limits) -> SandboxResult``. The program and then each test string
-(``"assert f(1) == 2"``) run in one namespace (``__name__ == "solution"``, so ``if __name__ ==
-"__main__":`` blocks do not run). A run passes only if the harness reports every test passed
-through a private result pipe, tagged with a random nonce: a program that exits early
-(``os._exit(0)``, ``sys.exit``) or crashes never reports, so it fails.
+Two processes, two sides:
 
-Containment, in layers (each one applied where the kernel allows; a missing layer is logged
-once per process and listed in ``SandboxResult.isolation``):
+- the **candidate** process runs the untrusted program (and nothing else). It never sees a test,
+  an expected value or the result channel: it only answers requests ("call ``f`` with these
+  arguments", "run the program on this stdin") with plain data;
+- the **checker** process runs the test code (``assert f(3) == 9``, HumanEval's
+  ``check(candidate)``, ...). Every name the program defines appears in the checker as a proxy:
+  calling it sends the arguments to the candidate and returns the decoded reply. Only the checker
+  holds the tests and the write end of the result pipe, so the verdict (tests passed / total) is
+  written by code the program cannot reach.
 
-1. always: a new session (the wall timeout SIGKILLs the whole process group), a scrubbed
-   environment (PATH, LANG, HOME/TMPDIR = the work dir; nothing of the caller's), a fresh
-   temporary work dir as cwd, stdin = /dev/null, stdout/stderr read through pipes with a byte
-   cap (more output -> the group is killed), rlimits: CPU seconds, address space, file size,
-   processes, open files, no core dumps;
-2. as root (``unshare``): a network namespace with no interfaces up (no network, not even
-   127.0.0.1); a mount namespace where every mount is read-only except a small private tmpfs
-   mounted over the work dir (writes outside it fail, and nothing it writes reaches the host);
-   a PID namespace (when its first process ends, the kernel kills every process left in it);
-3. as root: the program runs under a fresh unprivileged uid/gid picked at random per run, so
-   ``RLIMIT_NPROC`` counts only its own processes (root ignores that limit) and it can signal
-   no other process and read no other process's environment.
+Values cross between the two as tagged JSON of plain types (``None``, ``bool``, ``int``,
+``float``, ``complex``, ``str``, ``bytes``, ``list``, ``tuple``, ``dict``, ``set``,
+``frozenset``, ``Decimal``, ``Fraction`` and the ``collections`` containers), matched by exact
+type on encoding and rebuilt from builtins on decoding, so an object with a custom ``__eq__`` never
+reaches a comparison: anything else comes back as an opaque :class:`Handle` that can only be
+passed back to the program (e.g. MBPP's ``Pair`` objects) and equals nothing. An exception raised
+by the program is re-raised in the checker as the builtin exception of the same name (or
+:class:`RemoteError`), and a candidate that dies or stops answering fails every remaining test.
 
-Because the standard library may sit in a directory the unprivileged uid cannot read, the
-modules in ``PRELOAD`` are imported before privileges are dropped; other imports may fail.
+``run_tests(program, tests, limits, setup="", imports="")``: ``imports`` runs first on both sides,
+then the program, then ``setup`` on the candidate side (MBPP's ``test_setup_code``: it builds
+inputs from the program's classes); each test string then runs in the checker, whose namespace
+holds a proxy for every name the program defined (callables), a copy of every plain value and
+the same stdlib module for every module it imported. ``run_io(program, cases, limits)``: the
+program runs once per case in a fresh process with the case's input on stdin; the checker
+compares its stdout with the expected output (:func:`same_output`).
 
-How it runs: the parent starts ``python -I -S -B sandbox.py`` (this file, stdlib-only imports)
-and sends a JSON config on stdin. That boot process (still root) sets up the namespaces and
-forks; the child applies rlimits, drops to the run's uid and runs the harness. Known limits:
-a program that returns objects whose ``__eq__`` always holds can pass ``==`` tests, and a
-program that searches its own memory can find the nonce.
+Containment, in layers (each applied where the kernel allows; a missing one is logged once per
+process and absent from ``SandboxResult.isolation``):
+
+1. always: a new session (the wall timeout SIGKILLs the process group), a scrubbed environment,
+   a fresh temporary work dir, stdin ``/dev/null``, output read through pipes with a byte cap,
+   rlimits (CPU seconds, address space, file size, processes, open files, no core dumps); the
+   checker is not dumpable (no ptrace, no ``/proc/<pid>/mem`` for a same-uid process);
+2. as root (``unshare``): ``netns`` no network interface up; ``mountns`` every mount read-only
+   except a private size-capped tmpfs; ``pidns`` a PID namespace whose init is the checker (when it
+   ends, the kernel kills everything left); ``proc`` a fresh ``/proc`` of that namespace (only the
+   sandbox's own processes are listed); ``chroot`` the candidate's root is the tmpfs (``/work``
+   is its writable cwd, ``/proc`` the fresh procfs): no host file is visible to it;
+3. ``uid``: candidate and checker run under two fresh unprivileged uids picked at random per run,
+   so ``RLIMIT_NPROC`` counts only the candidate's processes and it can signal or read no other
+   process (the checker included).
+
+The standard library may sit in a directory the unprivileged uids cannot read (and the candidate
+is chrooted), so the modules in ``PRELOAD`` are imported before privileges drop; other imports
+fail. How it runs: the parent starts ``python -I -S -B sandbox.py`` (this file, stdlib only) and
+sends two length-prefixed JSON frames on its stdin: the program, then the tests. The boot
+process reads only the first, sets up the namespaces and forks the checker (PID 1); the checker
+forks the candidate and reads the second frame only after that fork, so no test is ever in the
+candidate's memory.
 
 Example::
 
@@ -49,34 +70,42 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 
 log = logging.getLogger(__name__)
 
 PRELOAD = (
-    "array", "bisect", "cmath", "collections", "collections.abc", "copy", "dataclasses",
-    "datetime", "decimal", "enum", "fractions", "functools", "heapq", "itertools", "json",
-    "math", "numbers", "operator", "random", "re", "statistics", "string", "struct",
-    "textwrap", "typing", "unicodedata",
-    "encodings.idna", "socket",  # importable on purpose: the network namespace is what must stop it (tested)
+    "abc", "array", "base64", "binascii", "bisect", "builtins", "calendar", "cmath", "collections",
+    "collections.abc", "contextlib", "copy", "dataclasses", "datetime", "decimal", "enum",
+    "fractions", "functools", "hashlib", "heapq", "io", "itertools", "json", "math", "numbers",
+    "operator", "random", "re", "statistics", "string", "struct", "textwrap", "time",
+    "traceback", "typing", "unicodedata", "encodings.idna", "socket",
+    # socket is importable on purpose: the network namespace is what must stop it (tested).
 )  # fmt: skip
-LAYERS = ("netns", "mountns", "pidns", "uid")
-BOOT_FAILED = 70  # boot's exit code when it could not start the program (a sandbox bug)
+LAYERS = ("netns", "mountns", "pidns", "proc", "chroot", "uid")
+BOOT_FAILED = 70  # exit code when the sandbox itself could not start (a sandbox bug)
+MAX_MESSAGE = 8 << 20  # largest frame either side accepts (bytes)
+MAX_DEPTH = 200  # deepest nesting of an encoded value
+MAX_GLOBAL = 256 << 10  # a module-level value larger than this (encoded) is passed as a handle
+MAX_GLOBAL_ITEMS = 20_000  # ... and so is one holding more items than this
+BUILTIN_TYPES = {t.__name__: t for t in (bool, bytes, complex, dict, float, frozenset, int, list,
+                                          object, set, str, tuple, type(None))}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
     """Per-run limits. Defaults suit the small functions of the code domain."""
 
-    cpu_s: int = 2  # RLIMIT_CPU: CPU seconds of the process (SIGXCPU, then SIGKILL)
+    cpu_s: int = 2  # RLIMIT_CPU per process (SIGXCPU, then SIGKILL)
     wall_s: float = 5.0  # wall clock for the whole run, then SIGKILL to the process group
-    memory_mb: int = 256  # RLIMIT_AS: address space of each process
+    memory_mb: int = 256  # RLIMIT_AS: address space of each candidate process
     file_size_kb: int = 1024  # RLIMIT_FSIZE: largest file it may write
-    processes: int = 16  # RLIMIT_NPROC: processes of the run's uid (needs the uid layer)
+    processes: int = 16  # RLIMIT_NPROC: processes of the candidate's uid (needs the uid layer)
     open_files: int = 64  # RLIMIT_NOFILE
     output_kb: int = 64  # stdout + stderr bytes kept; more kills the run
-    tmpfs_kb: int = 4096  # size of the private work dir (mount namespace layer)
+    tmpfs_kb: int = 4096  # size of the private tmpfs (mount namespace layer)
 
 
 @dataclass(frozen=True)
@@ -97,25 +126,89 @@ _missing_noted: set[str] = set()
 
 
 def run_tests(
-    program: str, tests: list[str] | tuple[str, ...], limits: SandboxLimits | None = None
+    program: str,
+    tests: list[str] | tuple[str, ...],
+    limits: SandboxLimits | None = None,
+    setup: str = "",
+    imports: str = "",
 ) -> SandboxResult:
-    """Run ``program`` then each test in the sandbox; see the module docstring."""
+    """Load ``program`` in the candidate process, run each test in the checker (module docstring)."""
+    tests = list(tests)
+    if not all(isinstance(t, str) for t in tests):
+        raise TypeError("run_tests: every test must be a string")
+    first = {"mode": "tests", "program": program, "setup": setup, "imports": imports}
+    return _execute(first, {"tests": tests, "imports": imports}, len(tests), limits)
+
+
+def run_io(
+    program: str, cases: list[tuple[str, str]], limits: SandboxLimits | None = None
+) -> SandboxResult:
+    """Run ``program`` once per ``(stdin, expected stdout)`` case; a case passes when
+    :func:`same_output` holds and the program exited 0."""
+    cases = [(str(i), str(o)) for i, o in cases]
+    first = {"mode": "io", "program": program, "setup": "", "imports": ""}
+    return _execute(first, {"cases": cases, "imports": ""}, len(cases), limits)
+
+
+def same_output(got: str, want: str) -> bool:
+    """stdout comparison of ``run_io``: line by line after stripping each line and the whole text;
+    lines that differ as text still match if they are the same whitespace-separated numbers."""
+    got_lines = got.strip().split("\n")
+    want_lines = want.strip().split("\n")
+    if len(got_lines) != len(want_lines):
+        return False
+    for g, w in zip(got_lines, want_lines, strict=True):
+        g, w = g.strip(), w.strip()
+        if g == w:
+            continue
+        gt, wt = g.split(), w.split()
+        if len(gt) != len(wt):
+            return False
+        try:
+            from decimal import Decimal
+
+            if any(Decimal(a) != Decimal(b) for a, b in zip(gt, wt, strict=True)):
+                return False
+        except ArithmeticError:  # decimal.InvalidOperation: not numbers
+            return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# Parent side.
+
+
+def _execute(first: dict, second: dict, n_tests: int, limits: SandboxLimits | None):
     limits = limits or SandboxLimits()
     workdir = tempfile.mkdtemp(prefix="ringlite-sbx-")
     try:
-        return _run(program, list(tests), limits, workdir)
+        return _run(first, second, n_tests, limits, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run(program: str, tests: list[str], limits: SandboxLimits, workdir: str) -> SandboxResult:
+def _pick_uids() -> list[int] | None:
+    if os.geteuid() != 0:
+        return None
+    a = 100_000 + secrets.randbelow(60_000)
+    b = a
+    while b == a:
+        b = 100_000 + secrets.randbelow(60_000)
+    return [a, b]
+
+
+def _frame(obj: dict) -> bytes:
+    data = json.dumps(obj).encode()
+    return len(data).to_bytes(8, "big") + data
+
+
+def _run(first: dict, second: dict, n_tests: int, limits: SandboxLimits, workdir: str):
     nonce = secrets.token_hex(16)
-    uid = 100_000 + secrets.randbelow(60_000) if os.geteuid() == 0 else -1
-    if uid > 0:
-        os.chown(workdir, uid, uid)
+    uids = _pick_uids()
     res_r, res_w = os.pipe()
-    config = {"program": program, "tests": tests, "limits": asdict(limits), "nonce": nonce,
-              "result_fd": res_w, "workdir": workdir, "uid": uid, "caller_pid": os.getpid()}  # fmt: skip
+    first = {**first, "limits": asdict(limits), "workdir": workdir, "uids": uids,
+             "result_fd": res_w, "caller_pid": os.getpid()}  # fmt: skip
+    second = {**second, "nonce": nonce}
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8",
            "HOME": workdir, "TMPDIR": workdir}  # fmt: skip
     t0 = time.monotonic()
@@ -130,19 +223,32 @@ def _run(program: str, tests: list[str], limits: SandboxLimits, workdir: str) ->
         raise
     finally:
         os.close(res_w)
-    try:
-        proc.stdin.write(json.dumps(config).encode())
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
+    payload = _frame(first) + _frame(second)
+
+    def feed() -> None:
+        try:
+            proc.stdin.write(payload)
+            proc.stdin.close()
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
     streams, why = _collect(proc, res_r, t0 + limits.wall_s, limits.output_kb * 1024)
-    rc = proc.wait()
-    wall = time.monotonic() - t0
-    return _verdict(streams, why, rc, nonce, len(tests), wall)
+    try:
+        rc = proc.wait(timeout=max(0.1, t0 + limits.wall_s + 5 - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        rc = proc.wait()
+    _kill_group(proc)  # stragglers of the fallback (no PID namespace)
+    writer.join(timeout=1)
+    return _verdict(streams, why, rc, nonce, n_tests, time.monotonic() - t0)
 
 
 def _collect(proc: subprocess.Popen, res_r: int, deadline: float, cap: int):
-    """Read stdout/stderr/result until EOF, the deadline or the output cap; kill on the last two."""
+    """Read stdout/stderr/result until EOF, the deadline or the output cap; kill on the last two.
+    Once the result pipe is closed and the boot process has exited, leftover writers of
+    stdout/stderr (the fallback has no PID namespace) are not waited for."""
     bufs = {"out": bytearray(), "err": bytearray(), "res": bytearray()}
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, "out")
@@ -150,18 +256,25 @@ def _collect(proc: subprocess.Popen, res_r: int, deadline: float, cap: int):
     res_file = os.fdopen(res_r, "rb", buffering=0)
     sel.register(res_file, selectors.EVENT_READ, "res")
     why = ""
+    res_open = True
     while sel.get_map():
         left = deadline - time.monotonic()
         if left <= 0:
             why = why or "timeout"
             break
-        for key, _ in sel.select(timeout=min(left, 0.5)):
+        if not res_open and proc.poll() is not None:
+            left = min(left, 0.05)
+        events = sel.select(timeout=min(left, 0.5))
+        if not events and not res_open and proc.poll() is not None:
+            break
+        for key, _ in events:
             chunk = os.read(key.fileobj.fileno(), 65536)
             if not chunk:
                 sel.unregister(key.fileobj)
+                res_open = res_open and key.data != "res"
                 continue
             if key.data == "res":
-                bufs["res"] += chunk[:4096]
+                bufs["res"] += chunk[: max(0, 65536 - len(bufs["res"]))]
             else:
                 bufs[key.data] += chunk
         if len(bufs["out"]) + len(bufs["err"]) > cap:
@@ -178,37 +291,63 @@ def _collect(proc: subprocess.Popen, res_r: int, deadline: float, cap: int):
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
 
 
 def _verdict(bufs, why: str, rc: int, nonce: str, n_tests: int, wall: float) -> SandboxResult:
     out = bufs["out"].decode("utf-8", "replace")
     err = bufs["err"].decode("utf-8", "replace")
-    isolation, passed, reported = _parse_result(bufs["res"].decode("ascii", "replace"), nonce)
+    report = _parse_report(bufs["res"].decode("utf-8", "replace"), nonce, n_tests)
+    isolation = tuple(x for x in (report or {}).get("isolation", ()) if x in LAYERS)
+    if report is None:
+        isolation = _parse_isolation(bufs["res"].decode("utf-8", "replace"))
     _note_missing(isolation)
+    passed = report["passed"] if report else 0
     if why:
-        status, detail = why, why
-    elif rc == BOOT_FAILED and not reported:
-        status, detail = "error", "sandbox: " + _last_line(err)
-    elif reported:
-        status = "passed" if passed == n_tests else "failed"
-        detail = "" if status == "passed" else _last_line(err)
+        return SandboxResult(why, passed, n_tests, why, out, err, wall, isolation)
+    if report is None:
+        if rc == BOOT_FAILED:
+            return SandboxResult("error", 0, n_tests, "sandbox: " + _last_line(err), out, err,
+                                 wall, isolation)  # fmt: skip
+        return SandboxResult(_crash_status(rc), 0, n_tests, _last_line(err) or f"exit code {rc}",
+                             out, err, wall, isolation)  # fmt: skip
+    cand = report.get("candidate", {})
+    loaded = cand.get("state") == "alive" or (n_tests > 0 and cand.get("state") != "load_error")
+    if passed == n_tests and loaded:
+        return SandboxResult("passed", passed, n_tests, "", out, err, wall, isolation)
+    sig = cand.get("signal")
+    if sig in (signal.SIGXCPU, signal.SIGKILL):
+        status, detail = "timeout", f"candidate killed by {signal.Signals(sig).name}"
+    elif cand.get("state") == "died" and passed == 0:
+        status = "crashed"
+        detail = f"candidate ended (exit {cand.get('exit')}, signal {sig}): {_last_line(err)}"
     else:
-        status, detail = _crash_status(rc), _last_line(err) or f"exit code {rc}"
+        status, detail = "failed", _last_line(err)
     return SandboxResult(status, passed, n_tests, detail, out, err, wall, isolation)
 
 
-def _parse_result(text: str, nonce: str) -> tuple[tuple[str, ...], int, bool]:
-    isolation: tuple[str, ...] = ()
-    passed, reported = 0, False
+def _parse_report(text: str, nonce: str, n_tests: int) -> dict | None:
+    for line in text.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(obj, dict) or obj.get("nonce") != nonce:
+            continue
+        passed = obj.get("passed")
+        if type(passed) is not int or not 0 <= passed <= n_tests or obj.get("total") != n_tests:
+            return None
+        return obj
+    return None
+
+
+def _parse_isolation(text: str) -> tuple[str, ...]:
     for line in text.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[0] == "isolation":
-            isolation = tuple(p for p in parts[1].split(",") if p in LAYERS)
-        elif len(parts) == 2 and parts[0] == nonce and parts[1].isdigit():
-            passed, reported = int(parts[1]), True
-    return isolation, passed, reported
+            return tuple(p for p in parts[1].split(",") if p in LAYERS)
+    return ()
 
 
 def _crash_status(rc: int) -> str:
@@ -229,32 +368,221 @@ def _note_missing(isolation: tuple[str, ...]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Boot side: runs as `python -I -S -B sandbox.py`, stdlib only, config JSON on stdin.
+# Plain-data codec shared by both sides. ``encode`` matches exact types (a subclass is not
+# plain); ``decode`` rebuilds values from builtins only.
+
+
+class Handle:
+    """An object of the program that is not plain data; it lives in the candidate process and can
+    only be passed back to it (as an argument, or called). It equals only itself."""
+
+    __slots__ = ("_link", "_id")
+
+    def __init__(self, link, ident: int):
+        self._link, self._id = link, ident
+
+    def __call__(self, *args, **kwargs):
+        return self._link.call(["h", self._id], args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<candidate object #{self._id}>"
+
+
+class Remote:
+    """A callable the program defined, seen from the checker: calling it asks the candidate."""
+
+    __slots__ = ("_link", "_name")
+
+    def __init__(self, link, name: str):
+        self._link, self._name = link, name
+
+    def __call__(self, *args, **kwargs):
+        return self._link.call(["g", self._name], args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<candidate function {self._name}>"
+
+
+class RemoteError(Exception):
+    """The candidate raised an exception that is not a builtin one, or broke the protocol."""
+
+
+class CandidateGone(RemoteError):
+    """The candidate process ended or stopped answering."""
+
+
+def encode(value, handles: list | None = None, depth: int = 0):
+    """Tagged JSON-able form of a plain value; non-plain objects become handle references when
+    ``handles`` is a list (candidate side) and raise ``TypeError`` otherwise (checker side)."""
+    import collections
+    import decimal
+    import fractions
+
+    t = type(value)
+    if depth > MAX_DEPTH:
+        raise ValueError("value nested too deeply")
+    if value is None:
+        return ["n"]
+    if t is bool:
+        return ["B", value]
+    if t is int:
+        return ["i", format(value, "x")]
+    if t is float:
+        return ["f", repr(value)]
+    if t is str:
+        return ["s", value]
+    if t is complex:
+        return ["c", repr(value.real), repr(value.imag)]
+    if t is bytes:
+        return ["y", value.hex()]
+    if t is decimal.Decimal:
+        return ["D", str(value)]
+    if t is fractions.Fraction:
+        return ["Q", str(value)]
+    seq = {list: "l", tuple: "t", set: "S", frozenset: "F", collections.deque: "q"}.get(t)
+    if seq is None and isinstance(value, tuple) and hasattr(t, "_fields"):
+        seq = "t"  # a namedtuple compares as a tuple
+    if seq is not None:
+        return [seq, [encode(v, handles, depth + 1) for v in value]]
+    mapping = {dict: "d", collections.OrderedDict: "o", collections.Counter: "C",
+               collections.defaultdict: "d"}.get(t)  # fmt: skip
+    if mapping is not None:
+        return [mapping, [[encode(k, handles, depth + 1), encode(v, handles, depth + 1)]
+                          for k, v in value.items()]]  # fmt: skip
+    if t is type and BUILTIN_TYPES.get(getattr(value, "__name__", None)) is value:
+        return ["T", value.__name__]
+    if isinstance(value, Remote):
+        return ["g", value._name]
+    if isinstance(value, Handle):
+        return ["h", value._id]
+    if handles is None:
+        raise TypeError(f"cannot pass a {t.__name__} to the candidate")
+    handles.append(value)
+    return ["h", len(handles) - 1]
+
+
+def decode(obj, ref=None, depth: int = 0):
+    """Inverse of :func:`encode`; ``ValueError`` for anything malformed. A handle (``"h"``) or
+    program-name (``"g"``) reference becomes ``ref(tag, payload)``; without ``ref`` it is an error."""
+    import collections
+    import decimal
+    import fractions
+
+    if depth > MAX_DEPTH + 2:
+        raise ValueError("value nested too deeply")
+    if not isinstance(obj, list) or not obj or not isinstance(obj[0], str):
+        raise ValueError("malformed value")
+    tag, rest = obj[0], obj[1:]
+
+    def one(kind):
+        if len(rest) != 1 or not isinstance(rest[0], kind):
+            raise ValueError(f"malformed {tag!r} value")
+        return rest[0]
+
+    def items():
+        return [decode(v, ref, depth + 1) for v in one(list)]
+
+    def pairs():
+        out = []
+        for p in one(list):
+            if not isinstance(p, list) or len(p) != 2:
+                raise ValueError("malformed mapping")
+            out.append((decode(p[0], ref, depth + 1), decode(p[1], ref, depth + 1)))
+        return out
+
+    try:
+        if tag == "n" and not rest:
+            return None
+        if tag == "B":
+            return one(bool)
+        if tag == "i":
+            return int(one(str), 16)
+        if tag == "f":
+            return float(one(str))
+        if tag == "s":
+            return one(str)
+        if tag == "c" and len(rest) == 2 and all(isinstance(x, str) for x in rest):
+            return complex(float(rest[0]), float(rest[1]))
+        if tag == "y":
+            return bytes.fromhex(one(str))
+        if tag == "D":
+            return decimal.Decimal(one(str))
+        if tag == "Q":
+            return fractions.Fraction(one(str))
+        builders = {"l": list, "t": tuple, "S": set, "F": frozenset, "q": collections.deque}
+        if tag in builders:
+            return builders[tag](items())
+        mappings = {"d": dict, "o": collections.OrderedDict, "C": collections.Counter}
+        if tag in mappings:
+            return mappings[tag](dict(pairs()))  # Counter(pairs) would count the pairs
+        if tag == "T" and one(str) in BUILTIN_TYPES:
+            return BUILTIN_TYPES[rest[0]]
+        if ref is not None and tag == "h" and type(one(int)) is int:
+            return ref(tag, rest[0])
+        if ref is not None and tag == "g":
+            return ref(tag, one(str))
+    except (TypeError, ArithmeticError) as e:  # unhashable set item, bad Decimal text, ...
+        raise ValueError(f"malformed {tag!r} value: {e}") from None
+    raise ValueError(f"unknown value tag {tag!r}")
+
+
+def _send(fd: int, obj) -> None:
+    data = json.dumps(obj).encode("utf-8", "surrogatepass")
+    if len(data) > MAX_MESSAGE:
+        raise ValueError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+    data = len(data).to_bytes(8, "big") + data
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = os.read(fd, min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise EOFError("peer closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def _recv(fd: int, limit: int = MAX_MESSAGE):
+    n = int.from_bytes(_read_exact(fd, 8), "big")
+    if n > limit:
+        raise ValueError(f"message of {n} bytes exceeds {limit}")
+    return json.loads(_read_exact(fd, n).decode("utf-8", "surrogatepass"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Boot side: runs as `python -I -S -B sandbox.py`, stdlib only, two frames on stdin.
 
 CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-PR_SET_PDEATHSIG = 1
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
+
+
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _boot() -> None:
-    import ctypes
+    import importlib
 
-    # Die with the caller (e.g. a pool worker killed for a timeout): the PID namespace follows.
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    cfg = json.loads(sys.stdin.buffer.read())
+    _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the caller
+    cfg = _recv(0, 1 << 30)  # only the first frame: the tests stay in the pipe
     if os.getppid() != cfg["caller_pid"]:
         os._exit(BOOT_FAILED)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    applied = _isolate(cfg) if cfg["uid"] > 0 else []
-    os.write(cfg["result_fd"], f"isolation {','.join(applied) or '-'}\n".encode())
+    for name in PRELOAD:  # before any privilege drop or chroot; inherited by both forks
+        importlib.import_module(name)
+    applied = _isolate(cfg) if cfg["uids"] else []
     pid = os.fork()
     if pid == 0:
         try:
-            _child(cfg, "uid" in applied)
+            _checker_init(cfg, applied)
         except BaseException as e:  # noqa: BLE001 - report any setup failure, then die
-            os.write(2, f"sandbox child setup failed: {type(e).__name__}: {e}\n".encode())
+            os.write(2, f"sandbox setup failed: {type(e).__name__}: {e}\n".encode())
         os._exit(BOOT_FAILED)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
@@ -263,9 +591,7 @@ def _boot() -> None:
 
 def _isolate(cfg: dict) -> list[str]:
     """Enter new namespaces (root only); return the layers applied. Each may fail alone."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     applied = []
     if libc.unshare(CLONE_NEWNET) == 0:
         applied.append("netns")
@@ -279,10 +605,10 @@ def _isolate(cfg: dict) -> list[str]:
 
 def _readonly_mounts(libc, cfg: dict) -> bool:
     """In the new mount namespace: a private tmpfs on the work dir, everything else read-only."""
-    work, uid = cfg["workdir"].encode(), cfg["uid"]
+    work = cfg["workdir"].encode()
     if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         return False
-    opts = f"size={cfg['limits']['tmpfs_kb']}k,mode=0700,uid={uid},gid={uid}".encode()
+    opts = f"size={cfg['limits']['tmpfs_kb']}k,mode=0755".encode()
     if libc.mount(b"tmpfs", work, b"tmpfs", MS_NOSUID | MS_NODEV, opts) != 0:
         return False
     with open("/proc/self/mountinfo") as f:
@@ -306,60 +632,414 @@ def _unescape(path: str) -> str:
     return path
 
 
-def _child(cfg: dict, drop_uid: bool) -> None:
-    import ctypes
-    import importlib
+def _limit(lim: dict, memory_mb: int, processes: int) -> None:
     import resource
 
-    boot_pid = os.getppid()
-    for name in PRELOAD:
-        importlib.import_module(name)
-    lim = cfg["limits"]
     for rl, value in (
         (resource.RLIMIT_CPU, lim["cpu_s"]),
         (resource.RLIMIT_FSIZE, lim["file_size_kb"] * 1024),
-        (resource.RLIMIT_NPROC, lim["processes"]),
+        (resource.RLIMIT_NPROC, processes),
         (resource.RLIMIT_NOFILE, lim["open_files"]),
         (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_AS, lim["memory_mb"] * 1024 * 1024),
+        (resource.RLIMIT_AS, memory_mb * 1024 * 1024),
     ):
         resource.setrlimit(rl, (value, value + 1 if rl == resource.RLIMIT_CPU else value))
-    if drop_uid:
-        os.setgroups([])
-        os.setgid(cfg["uid"])
-        os.setuid(cfg["uid"])
-    # Die with boot. Set after setuid, which clears the parent-death signal.
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != boot_pid:
+
+
+def _drop(uid: int) -> None:
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+
+
+def _checker_init(cfg: dict, applied: list[str]) -> None:
+    """PID 1 of the sandbox (root mode): fresh /proc, the candidate's root, fork the candidate,
+    then read the tests and become the checker."""
+    import socket
+
+    layers = list(applied)
+    uids = cfg["uids"]
+    root = cfg["workdir"]
+    chroot = False
+    if "mountns" in applied:
+        os.mkdir(os.path.join(root, "work"), 0o700)
+        os.chown(os.path.join(root, "work"), uids[0], uids[0])
+        os.mkdir(os.path.join(root, "proc"), 0o555)
+        flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+        libc = _libc()
+        if (
+            "pidns" in applied
+            and libc.mount(b"proc", b"/proc", b"proc", flags, None) == 0
+            and libc.mount(b"proc", os.path.join(root, "proc").encode(), b"proc", flags, None) == 0
+        ):
+            layers.append("proc")
+        chroot = True
+        layers.append("chroot")
+    elif uids:
+        os.chown(root, uids[0], uids[0])
+    if not uids:  # same uid as the candidate: keep it out of our memory and fds from the start
+        _libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    mine, theirs = socket.socketpair()
+    mine.set_inheritable(False)
+    pid = os.fork()
+    if pid == 0:
+        mine.close()
+        try:
+            _candidate(cfg, theirs.detach(), chroot)
+        except BaseException as e:  # noqa: BLE001 - setup failure: no answer, the checker sees EOF
+            os.write(2, f"sandbox candidate setup failed: {type(e).__name__}: {e}\n".encode())
         os._exit(BOOT_FAILED)
-    os.chdir(cfg["workdir"])
-    _harness(cfg["program"], cfg["tests"], cfg["result_fd"], cfg.pop("nonce"))
+    theirs.close()
+    os.chdir("/")
+    second = _recv(0, 1 << 30)  # the tests, read only now: the candidate was forked without them
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    lim = cfg["limits"]
+    _limit({**lim, "cpu_s": lim["cpu_s"] + 2}, max(lim["memory_mb"], 512), 8)
+    boot = os.getppid()
+    if uids:
+        _drop(uids[1])
+    libc = _libc()
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # a uid change resets both of these
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with boot (and so the caller)
+    if os.getppid() != boot:
+        os._exit(BOOT_FAILED)
+    _checker(cfg, second, mine.detach(), pid, layers)
 
 
-def _harness(program: str, tests: list[str], fd: int, nonce: str) -> None:
+# ---- candidate ---------------------------------------------------------------------------------
+
+
+def _candidate(cfg: dict, fd: int, chroot: bool) -> None:
+    """Set up the untrusted side (no result pipe, no stdin, no tests), then serve requests."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    if fd != 3:
+        os.dup2(fd, 3)
+        os.close(fd)
+        fd = 3
+    os.closerange(4, 65536)  # the result pipe and anything else inherited
+    lim = cfg["limits"]
+    uids = cfg["uids"]
+    _limit(lim, lim["memory_mb"], lim["processes"])
+    if chroot:
+        os.chroot(cfg["workdir"])
+        os.chdir("/work")
+        os.environ["HOME"] = os.environ["TMPDIR"] = "/work"
+    else:
+        os.chdir(cfg["workdir"])
+    if uids:
+        _drop(uids[0])
+    parent = os.getppid()
+    _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the checker
+    if os.getppid() != parent:
+        os._exit(BOOT_FAILED)
+    _serve(fd, cfg["mode"], cfg["program"], cfg["setup"], cfg["imports"])
+
+
+def _serve(fd: int, mode: str, program: str, setup: str, imports: str) -> None:
     import builtins
     import traceback
 
-    write, flush_exit, print_exc = os.write, os._exit, traceback.print_exc
     ns: dict = {"__name__": "solution", "__builtins__": builtins}
-    passed = 0
-    try:
-        exec(compile(program, "solution.py", "exec"), ns)
-        for i, test in enumerate(tests):
-            try:
-                exec(compile(test, f"test_{i}", "exec"), ns)
-                passed += 1
-            except BaseException:  # noqa: BLE001 - a failing test of any kind counts as failed
-                print_exc()
-    except BaseException:  # noqa: BLE001 - the program itself failed: no test passes
-        print_exc()
+    handles: list = []
+    if mode == "tests":
+        try:
+            for code, name in ((imports, "imports.py"), (program, "solution.py"),
+                               (setup, "setup.py")):  # fmt: skip
+                if code:
+                    exec(compile(code, name, "exec"), ns)
+        except BaseException as e:  # noqa: BLE001 - the program itself failed: report, end
+            traceback.print_exc()
+            _flush()
+            _send(fd, ["load_error", type(e).__name__, str(e)[:300]])
+            os._exit(0)
+        _send(fd, ["ready", _globals_info(ns, handles)])
+    else:
+        _send(fd, ["ready", {}])
+    while True:
+        try:
+            msg = _recv(fd)
+        except (EOFError, OSError, ValueError):
+            os._exit(0)
+        if not isinstance(msg, list) or not msg or msg[0] == "bye":
+            os._exit(0)
+        try:
+            if msg[0] == "call":
+                reply = ["ok", encode(_call(ns, handles, msg), handles)]
+            elif msg[0] == "stdio":
+                reply = ["ok", _run_stdio(program, msg[1])]
+            else:
+                raise ValueError(f"unknown request {msg[0]!r}")
+        except BaseException as e:  # noqa: BLE001 - reported to the checker as this call's outcome
+            _flush()
+            reply = ["exc", type(e).__name__, str(e)[:300]]
+        _flush()
+        _send(fd, reply)
+
+
+def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except BaseException:  # noqa: BLE001 - the program may have broken its streams
             pass
-    write(fd, f"{nonce} {passed}\n".encode())
-    flush_exit(0)
+
+
+def _globals_info(ns: dict, handles: list) -> dict:
+    import types
+
+    info = {}
+    for name, value in list(ns.items()):
+        if name.startswith("__") and name.endswith("__"):
+            continue
+        if isinstance(value, types.ModuleType):
+            info[name] = ["module", value.__name__]
+        elif callable(value):
+            info[name] = ["call"]
+        else:
+            mark = len(handles)
+            try:
+                if not _small(value, MAX_GLOBAL_ITEMS):  # big tables stay on this side
+                    raise ValueError("too large to copy")
+                enc = encode(value, handles)
+                if len(json.dumps(enc)) > MAX_GLOBAL:
+                    raise ValueError("too large to copy")
+                info[name] = ["value", enc]
+            except (ValueError, RecursionError):
+                del handles[mark:]
+                handles.append(value)
+                info[name] = ["value", ["h", len(handles) - 1]]
+    return info
+
+
+def _small(value, limit: int) -> bool:
+    """Whether ``value`` holds at most ``limit`` items in all (counted with an early exit)."""
+    stack, seen = [value], 0
+    while stack:
+        v = stack.pop()
+        seen += 1
+        if seen > limit:
+            return False
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple | set | frozenset):
+            stack.extend(v)
+    return True
+
+
+def _call(ns: dict, handles: list, msg: list):
+    def ref(tag, payload):
+        return handles[payload] if tag == "h" else ns[payload]
+
+    _, target, args, kwargs = msg
+    fn = decode(target, ref)
+    return fn(*[decode(a, ref) for a in args], **{k: decode(v, ref) for k, v in kwargs.items()})
+
+
+def _run_stdio(program: str, stdin_text: str) -> dict:
+    """Run the program as ``__main__`` in a forked child with ``stdin_text`` on stdin."""
+    import builtins
+    import traceback
+
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    _flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(in_w)
+        os.close(out_r)
+        os.dup2(in_r, 0)
+        os.dup2(out_w, 1)
+        os.close(in_r)
+        os.close(out_w)
+        code = 0
+        try:
+            exec(compile(program, "solution.py", "exec"),
+                 {"__name__": "__main__", "__builtins__": builtins})  # fmt: skip
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:  # noqa: BLE001 - a crash: traceback on stderr, exit 1
+            traceback.print_exc()
+            code = 1
+        _flush()
+        os._exit(code)
+    os.close(in_r)
+    os.close(out_w)
+    data = stdin_text.encode()
+
+    def feed() -> None:
+        try:
+            with os.fdopen(in_w, "wb") as f:
+                f.write(data)
+        except OSError:
+            pass
+
+    threading.Thread(target=feed, daemon=True).start()
+    out = bytearray()
+    while True:
+        chunk = os.read(out_r, 65536)
+        if not chunk:
+            break
+        out += chunk
+        if len(out) > MAX_MESSAGE // 2:
+            os.kill(pid, signal.SIGKILL)
+            break
+    os.close(out_r)
+    _, status = os.waitpid(pid, 0)
+    return {"stdout": out.decode("utf-8", "replace"), "exit": os.waitstatus_to_exitcode(status)}
+
+
+# ---- checker -----------------------------------------------------------------------------------
+
+
+class _Link:
+    """The checker's end of the candidate channel."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.gone = ""
+
+    def request(self, msg):
+        if self.gone:
+            raise CandidateGone(self.gone)
+        try:
+            _send(self.fd, msg)
+            return _recv(self.fd)
+        except (EOFError, OSError, ValueError) as e:
+            self.gone = f"candidate stopped answering ({type(e).__name__}: {e})"
+            raise CandidateGone(self.gone) from None
+
+    def ref(self, tag: str, payload):
+        return Handle(self, payload) if tag == "h" else Remote(self, payload)
+
+    def call(self, target, args, kwargs):
+        msg = ["call", target, [encode(a) for a in args],
+               {str(k): encode(v) for k, v in kwargs.items()}]  # fmt: skip
+        return self.reply(self.request(msg))
+
+    def reply(self, reply):
+        import builtins
+
+        if isinstance(reply, list) and len(reply) == 2 and reply[0] == "ok":
+            try:
+                return decode(reply[1], self.ref)
+            except (ValueError, RecursionError) as e:
+                raise RemoteError(f"undecodable reply: {e}") from None
+        if (
+            isinstance(reply, list)
+            and len(reply) == 3
+            and reply[0] == "exc"
+            and all(isinstance(x, str) for x in reply[1:])
+        ):
+            kind = getattr(builtins, reply[1], None)
+            if (
+                isinstance(kind, type)
+                and issubclass(kind, Exception)
+                and kind not in (StopIteration, StopAsyncIteration)
+            ):
+                raise kind(reply[2])
+            raise RemoteError(f"{reply[1]}: {reply[2]}")
+        raise RemoteError("malformed reply")
+
+
+def _checker(cfg: dict, second: dict, fd: int, cand_pid: int, layers: list[str]) -> None:
+    import builtins
+    import traceback
+
+    result_fd = cfg["result_fd"]
+    link = _Link(fd)
+    total = len(second["tests"]) if cfg["mode"] == "tests" else len(second["cases"])
+    passed = 0
+    state = "ready"
+    try:
+        hello = _recv(fd)
+    except (EOFError, OSError, ValueError):
+        hello, state = None, "died"
+    if isinstance(hello, list) and hello[:1] == ["load_error"]:
+        state = "load_error"
+        print(f"program failed to load: {hello[1:2]}", file=sys.stderr)
+    elif not (isinstance(hello, list) and hello[:1] == ["ready"] and len(hello) == 2
+              and isinstance(hello[1], dict)):  # fmt: skip
+        state = "died"
+    if state == "ready" and cfg["mode"] == "tests":
+        ns: dict = {"__name__": "tests", "__builtins__": builtins}
+        for name, kind in hello[1].items():
+            try:
+                if kind == ["call"]:
+                    ns[name] = Remote(link, name)
+                elif kind[0] == "module" and kind[1] in sys.modules:
+                    ns[name] = sys.modules[kind[1]]
+                elif kind[0] == "value":
+                    ns[name] = decode(kind[1], link.ref)
+            except (ValueError, TypeError, IndexError, RecursionError):
+                continue
+        try:
+            if second["imports"]:
+                exec(compile(second["imports"], "imports.py", "exec"), ns)
+        except BaseException:  # noqa: BLE001 - a broken benchmark import fails every test
+            traceback.print_exc()
+        else:
+            for i, test in enumerate(second["tests"]):
+                try:
+                    exec(compile(test, f"test_{i}", "exec"), ns)
+                    passed += 1
+                except BaseException:  # noqa: BLE001 - a failing test of any kind counts as failed
+                    traceback.print_exc()
+    elif state == "ready":
+        for i, (stdin_text, want) in enumerate(second["cases"]):
+            try:
+                got = link.request(["stdio", stdin_text])
+                if not (isinstance(got, list) and len(got) == 2 and got[0] == "ok"
+                        and isinstance(got[1], dict)):  # fmt: skip
+                    raise RemoteError(f"case {i}: {got[1:] if isinstance(got, list) else got}")
+                out, code = got[1].get("stdout"), got[1].get("exit")
+                if not isinstance(out, str):
+                    raise RemoteError(f"case {i}: malformed output")
+                if code != 0:
+                    raise RemoteError(f"case {i}: program exited with {code}")
+                if not same_output(out, want):
+                    raise AssertionError(f"case {i}: wrong output")
+                passed += 1
+            except BaseException:  # noqa: BLE001 - counted as failed
+                traceback.print_exc(limit=0)
+    cand = _candidate_status(link, cand_pid, state)
+    _flush()
+    report = {"nonce": second["nonce"], "passed": passed, "total": total,
+              "candidate": cand, "isolation": layers}  # fmt: skip
+    os.write(result_fd, (json.dumps(report) + "\n").encode())
+    try:
+        os.kill(cand_pid, signal.SIGKILL)
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def _candidate_status(link: _Link, pid: int, state: str) -> dict:
+    """How the candidate ended (if it did): exit code / signal."""
+    if state == "ready" and not link.gone:
+        try:
+            _send(link.fd, ["bye"])
+        except OSError:
+            pass
+        return {"state": "alive"}
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return {"state": "died" if state != "load_error" else state}
+        if done:
+            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+            return {"state": "died" if state != "load_error" else state, "exit": code,
+                    "signal": sig}  # fmt: skip
+        if time.monotonic() > deadline:
+            return {"state": state}
+        time.sleep(0.01)
 
 
 if __name__ == "__main__":
