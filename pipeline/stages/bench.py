@@ -61,7 +61,7 @@ class BenchParams:
     temperature: float = 1.0
     top_p: float = 0.95
     max_new_tokens: int = 160
-    max_problems: int = 16  # per benchmark (seeded subset); 0 = all
+    max_problems: int = 40  # per benchmark (seeded subset); 0 = all
     batch_prompts: int = 64
     files: tuple[BenchFile, ...] = ()
     ifeval_unknown: Literal["skip", "error"] = "skip"

@@ -53,7 +53,7 @@ class DifficultyParams:
     top_p: float = 1.0
     max_pass_rate: float = 0.8  # drop above (always solved)
     min_pass_rate: float = 0.0  # at or below = never solved; the teacher decides
-    max_unsolved_share: float = 0.5  # cap on never-solved, teacher-solvable prompts kept
+    max_unsolved_share: float = 0.0  # cap on never-solved, teacher-solvable prompts kept
     # domain group (reasoning | general) -> prompts scored, a seeded subset (absent or 0 = all)
     max_prompts: Mapping[str, int] = field(default_factory=dict)
     unscored: Literal["drop", "keep"] = "drop"  # what happens to prompts beyond max_prompts
