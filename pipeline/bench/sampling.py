@@ -19,6 +19,8 @@ from tqdm import tqdm
 
 from pipeline.model.chat import format_prompt
 
+OnBatch = Callable[[int, list[dict[str, Any]]], None]  # (batch index, its SAMPLE rows)
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -54,19 +56,13 @@ def open_checkpoint(path: str | Path, engine: str) -> Iterator[tuple[Any, Any, A
         gen.close()
 
 
-def sample_checkpoint(
-    path: str | Path,
-    engine: str,
-    tasks: Sequence[dict[str, Any]],
-    sampling: Sampling,
-    model_name: str,
-    on_batch: Callable[[int, list[dict[str, Any]]], None] | None = None,
-    desc: str = "sampling",
-) -> list[dict[str, Any]]:
-    """:func:`sample_and_score` on the checkpoint at ``path`` with a fresh ``engine``."""
+def sample_checkpoint(path: str | Path, engine: str, tasks: Sequence[dict[str, Any]],
+                      sampling: Sampling, model_name: str, **options: Any
+                      ) -> list[dict[str, Any]]:
+    """:func:`sample_and_score` (``options``: its keyword arguments) on the checkpoint at
+    ``path``, with an ``engine`` opened for it and closed afterwards."""
     with open_checkpoint(path, engine) as (_, tok, gen):
-        return sample_and_score(gen, tok, tasks, sampling, model_name, on_batch=on_batch,
-                                desc=desc)
+        return sample_and_score(gen, tok, tasks, sampling, model_name, **options)
 
 
 def sample_and_score(
@@ -75,7 +71,7 @@ def sample_and_score(
     tasks: Sequence[dict[str, Any]],
     sampling: Sampling,
     model_name: str,
-    on_batch: Callable[[int, list[dict[str, Any]]], None] | None = None,
+    on_batch: OnBatch | None = None,
     desc: str = "sampling",
     keep_ids: bool = False,
 ) -> list[dict[str, Any]]:
