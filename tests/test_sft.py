@@ -109,7 +109,7 @@ def workspace(tmp_path_factory) -> Path:
 def write_params(root: Path, name: str, **sft) -> Path:
     base = {"epochs": 3, "row_tokens": 96, "micro_batch_rows": 2, "max_seq_len": 96,
             "save_every_steps": 2,
-            "eval_tasks": 0, "optim": {"lr": 1e-2, "warmup_ratio": 0.1}}
+            "eval_tasks": 0, "optim": {"lr": 1e-2, "warmup_ratio": 0.1, "zero_stage": 1}}
     base.update(sft)
     path = root / f"{name}.yaml"
     path.write_text(json.dumps({"seed": 7, "sft": base}))  # JSON is YAML

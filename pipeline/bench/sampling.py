@@ -1,19 +1,25 @@
-"""Sample k responses per task from an engine and score them with the shared verifier.
+"""Load a checkpoint, sample k responses per task and score them with the shared verifier.
 
-Used by select (validation accuracy), difficulty (pass rates) and bench (avg@k, pass@k), so the
-three read one code path: chat-format the prompt, sample, score with
-:func:`pipeline.verify.score_batch`, and return rows of :data:`pipeline.schema.SAMPLE`.
+Used by select (entropy rollouts, validation accuracy), difficulty (pass rates) and bench
+(avg@k, pass@k), so the three read one code path: :func:`open_checkpoint` loads the model and
+makes the engine, :func:`sample_and_score` chat-formats the prompts, samples, scores with
+:func:`pipeline.verify.score_batch` and returns rows of :data:`pipeline.schema.SAMPLE`;
+:func:`sample_checkpoint` does both for one set of tasks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from pipeline.model.chat import format_prompt
+
+OnBatch = Callable[[int, list[dict[str, Any]]], None]  # (batch index, its SAMPLE rows)
 
 
 @dataclass(frozen=True)
@@ -28,13 +34,44 @@ class Sampling:
     batch_prompts: int = 16  # prompts per engine call (progress and MLflow step granularity)
 
 
+@contextmanager
+def open_checkpoint(path: str | Path, engine: str) -> Iterator[tuple[Any, Any, Any]]:
+    """``(model, tokenizer, engine)`` for the HF checkpoint folder ``path``; the engine is
+    closed on exit.
+
+    The model is loaded in eval mode (``pipeline.model.load_model``). The ``torch`` engine
+    decodes that in-memory model; any other kind (``vllm``) loads ``path`` itself, and the
+    model stays available to the caller (select scores its entropy with it).
+    """
+    from pipeline.engines import make_engine
+    from pipeline.model import load_model
+
+    model, tok = load_model(str(path))
+    model.eval()
+    in_memory = {"model": model, "tokenizer": tok} if engine == "torch" else {}
+    gen = make_engine(engine, model_path=str(path), **in_memory)
+    try:
+        yield model, tok, gen
+    finally:
+        gen.close()
+
+
+def sample_checkpoint(path: str | Path, engine: str, tasks: Sequence[dict[str, Any]],
+                      sampling: Sampling, model_name: str, **options: Any
+                      ) -> list[dict[str, Any]]:
+    """:func:`sample_and_score` (``options``: its keyword arguments) on the checkpoint at
+    ``path``, with an ``engine`` opened for it and closed afterwards."""
+    with open_checkpoint(path, engine) as (_, tok, gen):
+        return sample_and_score(gen, tok, tasks, sampling, model_name, **options)
+
+
 def sample_and_score(
     engine: Any,
     tokenizer: Any,
     tasks: Sequence[dict[str, Any]],
     sampling: Sampling,
     model_name: str,
-    on_batch: Callable[[int, list[dict[str, Any]]], None] | None = None,
+    on_batch: OnBatch | None = None,
     desc: str = "sampling",
     keep_ids: bool = False,
 ) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """The entropy-band rule: which SFT checkpoint starts RL (pure; no I/O).
 
-Paper (Ring-lite, RECIPE.md): pick the SFT checkpoint whose policy entropy on RL prompts lies in
+Ring-lite (arXiv 2506.14731) picks the SFT checkpoint whose policy entropy on RL prompts lies in
 a band [low, high] (0.3-0.5 nats for their model). Below the band the policy explores too
 little; above it RL converges slowly. Our rule:
 

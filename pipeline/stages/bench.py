@@ -30,7 +30,7 @@ import polars as pl
 from pipeline.atomic import atomic_path, write_json, write_parquet, write_text
 from pipeline.bench.loaders import load_benchmark
 from pipeline.bench.report import bar_chart, group_metrics, group_rollup, markdown_table
-from pipeline.bench.sampling import Sampling, sample_and_score
+from pipeline.bench.sampling import Sampling, sample_checkpoint
 from pipeline.params import load_section, load_seed
 from pipeline.schema import SAMPLE, TASK, frame, validate
 from pipeline.tracking import stage_run
@@ -61,7 +61,7 @@ class BenchParams:
     temperature: float = 1.0
     top_p: float = 0.95
     max_new_tokens: int = 160
-    max_problems: int = 16  # per benchmark (seeded subset); 0 = all
+    max_problems: int = 40  # per benchmark (seeded subset); 0 = all
     batch_prompts: int = 64
     files: tuple[BenchFile, ...] = ()
     ifeval_unknown: Literal["skip", "error"] = "skip"
@@ -100,23 +100,14 @@ def load_sets(bench: Path, p: BenchParams, seed: int) -> tuple[list[dict], dict[
 def evaluate(name: str, path: str, tasks: list[dict], p: BenchParams, seed: int,
              run: Any) -> list[dict]:
     """SAMPLE rows of model ``name`` on every task."""
-    from pipeline.engines import make_engine
-    from pipeline.model import load_model
-
-    model, tok = load_model(path)
-    in_memory = {"model": model, "tokenizer": tok} if p.engine == "torch" else {}
-    engine = make_engine(p.engine, model_path=path, **in_memory)
     sampling = Sampling(p.samples_per_problem, p.max_new_tokens, p.temperature, p.top_p, seed,
                         p.batch_prompts)
 
     def live(b: int, rows: list[dict]) -> None:
         run.step(b, **{f"{name}.batch_accuracy": sum(r["correct"] for r in rows) / len(rows)})
 
-    try:
-        return sample_and_score(engine, tok, tasks, sampling, name, on_batch=live,
-                                desc=f"bench {name}")
-    finally:
-        engine.close()
+    return sample_checkpoint(path, p.engine, tasks, sampling, name, on_batch=live,
+                             desc=f"bench {name}")
 
 
 def parse_models(items: Sequence[str]) -> dict[str, str]:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import polars as pl
 
 from pipeline.atomic import atomic_path, write_json, write_parquet, write_text
-from pipeline.bench.sampling import Sampling, pass_rates, sample_and_score
+from pipeline.bench.sampling import Sampling, pass_rates, sample_checkpoint
 from pipeline.params import load_section, load_seed
 from pipeline.schema import TASK, domain_group, validate
 from pipeline.selection.difficulty import Bands, count_by, filter_pool
@@ -53,7 +53,7 @@ class DifficultyParams:
     top_p: float = 1.0
     max_pass_rate: float = 0.8  # drop above (always solved)
     min_pass_rate: float = 0.0  # at or below = never solved; the teacher decides
-    max_unsolved_share: float = 0.5  # cap on never-solved, teacher-solvable prompts kept
+    max_unsolved_share: float = 0.0  # cap on never-solved, teacher-solvable prompts kept
     # domain group (reasoning | general) -> prompts scored, a seeded subset (absent or 0 = all)
     max_prompts: Mapping[str, int] = field(default_factory=dict)
     unscored: Literal["drop", "keep"] = "drop"  # what happens to prompts beyond max_prompts
@@ -162,25 +162,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     seed = load_seed(a.params)
     df = validate(pl.read_parquet(a.tasks), TASK, str(a.tasks))
     tasks, unscored = split_budget(df, p.max_prompts, seed)
-    from pipeline.engines import make_engine
-    from pipeline.model import load_model
 
     with stage_run("difficulty", p) as run:
         run.dataset(df, "rl_pool", str(a.tasks))
-        model, tok = load_model(str(a.model))
-        in_memory = {"model": model, "tokenizer": tok} if p.engine == "torch" else {}
-        engine = make_engine(p.engine, model_path=str(a.model), **in_memory)
         sampling = Sampling(p.samples_per_prompt, p.max_new_tokens, p.temperature, p.top_p,
                             seed, p.batch_prompts)
 
         def live(b: int, rows: list[dict]) -> None:
             run.step(b, batch_accuracy=sum(r["correct"] for r in rows) / max(1, len(rows)))
 
-        try:
-            rows = sample_and_score(engine, tok, tasks, sampling, str(a.model), on_batch=live,
-                                    desc="pass rates")
-        finally:
-            engine.close()
+        rows = sample_checkpoint(a.model, p.engine, tasks, sampling, str(a.model),
+                                 on_batch=live, desc="pass rates")
         rates = {tid: c / n for tid, (c, n) in pass_rates(rows).items()}
         never = [t for t in tasks if rates[t["id"]] <= p.min_pass_rate]
         teacher = teacher_solves(never)

@@ -51,14 +51,14 @@ class DistillParams:
     teacher: str = PROGRAMMATIC  # programmatic | a local HF checkpoint path (LLM teacher)
     engine: Literal["torch", "vllm"] = "torch"  # LLM teacher backend
     samples_per_prompt: int = 4  # LLM teacher samples per prompt (programmatic: 1)
-    temperature: float = 0.6  # RECIPE: R1-style teacher sampling
+    temperature: float = 0.6  # R1-style teacher sampling (0.6 / top-p 0.95)
     top_p: float = 0.95
     max_new_tokens: int = 1024  # LLM teacher generation limit
     max_traces_per_prompt: int = 1  # N: verified traces kept per prompt
     max_response_tokens: int = 256  # longer traces are dropped (base tokenizer tokens)
     repeat_ngram: int = 10  # n-gram size (words) of the repetition-loop check
     max_ngram_repeats: int = 4  # an n-gram seen more often than this = a loop
-    batch_size: int = 64  # prompts per teacher/verifier batch
+    batch_size: int = 256  # prompts per teacher/verifier batch
     workers: int = 2  # verifier processes
     verify_timeout_s: float = 30.0
 

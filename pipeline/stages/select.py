@@ -30,7 +30,7 @@ from typing import Any, Literal
 import polars as pl
 
 from pipeline.atomic import atomic_dir, atomic_path, write_json, write_text
-from pipeline.bench.sampling import Sampling, sample_and_score
+from pipeline.bench.sampling import Sampling, open_checkpoint, sample_and_score
 from pipeline.params import load_section, load_seed
 from pipeline.schema import TASK, domain_group, validate
 from pipeline.selection.entropy import policy_entropy
@@ -94,22 +94,13 @@ def measure(
     run: Any,
 ) -> dict[str, Any]:
     """Entropy and validation accuracy of one checkpoint."""
-    from pipeline.engines import make_engine
-    from pipeline.model import load_model
-
-    model, tok = load_model(str(path))
-    model.eval()
-    in_memory = {"model": model, "tokenizer": tok} if p.engine == "torch" else {}
-    engine = make_engine(p.engine, model_path=str(path), **in_memory)
-    try:
-        rollouts = Sampling(p.samples_per_prompt, p.max_new_tokens, p.temperature, p.top_p, seed)
+    rollouts = Sampling(p.samples_per_prompt, p.max_new_tokens, p.temperature, p.top_p, seed)
+    greedy = Sampling(1, p.max_new_tokens, 0.0, 1.0, seed)
+    with open_checkpoint(path, p.engine) as (model, tok, engine):
         rows = sample_and_score(engine, tok, rl, rollouts, f"epoch_{epoch}",
                                 desc=f"epoch {epoch} rollouts", keep_ids=True)
-        greedy = Sampling(1, p.max_new_tokens, 0.0, 1.0, seed)
         vrows = sample_and_score(engine, tok, val, greedy, f"epoch_{epoch}",
                                  desc=f"epoch {epoch} val")
-    finally:
-        engine.close()
     entropy, tokens = policy_entropy(
         model, [r["prompt_ids"] for r in rows], [r["token_ids"] for r in rows],
         pad_id=tok.pad_token_id or 0,

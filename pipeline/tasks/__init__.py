@@ -1,6 +1,6 @@
 """Seeded generators of verifiable tasks, and their programmatic teachers.
 
-API (see docs/contracts.md):
+API (see docs/architecture.md):
 
 - ``generate(domain, n, seed, **knobs) -> list[dict]``: ``n`` task records (``schema.make_task``,
   source ``gen:<domain>``), deterministic for (domain, n, seed, knobs); ``generate(d, n, s)`` is

@@ -51,13 +51,13 @@ class OptimParams:
     """Optimizer / DeepSpeed settings; SFT and RL params nest or mirror these fields."""
 
     lr: float = 2e-3  # peak learning rate (after warm-up)
-    weight_decay: float = 0.1  # AdamW decoupled weight decay on matrices (RECIPE: 0.1)
+    weight_decay: float = 0.1  # AdamW decoupled weight decay on matrices
     betas: tuple[float, ...] = (0.9, 0.95)
     eps: float = 1e-8
     warmup_ratio: float = 0.05  # fraction of total steps spent warming up linearly
     min_lr_ratio: float = 0.1  # cosine floor as a fraction of lr
     grad_clip: float = 1.0  # max global grad norm (0 = no clipping)
-    zero_stage: int = 1  # DeepSpeed ZeRO stage 0-3
+    zero_stage: int = 0  # DeepSpeed ZeRO stage 0-3 (one rank: 0, nothing to partition)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
 
 

@@ -33,7 +33,7 @@ from pipeline.train.packing import PackedRow, Sample, pack_row, plan_rows, stack
 class SftParams:
     """Section ``sft`` of params.yaml."""
 
-    epochs: int = 6  # small epochs so `select` has several checkpoints to choose from
+    epochs: int = 10  # one checkpoint per epoch, so `select` has several to choose from
     row_tokens: int = 256  # tokens per packed row (>= max_seq_len)
     micro_batch_rows: int = 4  # rows stacked into one micro-batch (B, row_tokens)
     max_seq_len: int = 256  # prompt + response tokens; longer traces are dropped (counted)
@@ -42,9 +42,9 @@ class SftParams:
     save_every_steps: int = 100  # DeepSpeed state for resume, besides every epoch end
     log_every_steps: int = 10  # steps averaged into one MLflow point (steps.csv: every step)
     num_processes: int = 1  # >1: main() re-executes itself under torchrun (gloo on CPU)
-    eval_tasks: int = 48  # held-out easy tasks greedy-decoded after each epoch (0 = off)
-    eval_max_new_tokens: int = 192
-    eval_batch_size: int = 16
+    eval_tasks: int = 64  # held-out easy tasks greedy-decoded after each epoch (0 = off)
+    eval_max_new_tokens: int = 128
+    eval_batch_size: int = 48
     optim: OptimParams = field(default_factory=OptimParams)
 
 
