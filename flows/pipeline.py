@@ -34,6 +34,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
+from pipeline.atomic import write_json  # noqa: E402
 from pipeline.dag import stage_order  # noqa: E402
 from pipeline.tracking import (  # noqa: E402
     PARENT_ENV,
@@ -137,6 +138,20 @@ def summary_markdown(results: list[StageResult], parent_run_id: str | None) -> s
     )
 
 
+def record_timing(repo: Path, order: list[str], results: list[StageResult]) -> Path | None:
+    """``reports/pipeline/timing.json`` (git-tracked): per-stage seconds of a run in which every
+    stage of the DAG ran, with the commit and the machine's core count; runs that skipped or
+    left out a stage keep the last full record."""
+    if [r.stage for r in results] != order or any(r.status != "ran" for r in results):
+        return None
+    path = repo / "reports" / "pipeline" / "timing.json"
+    write_json(path, {
+        "commit": git_commit(repo), "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpu_count": os.cpu_count(), "seconds": {r.stage: round(r.seconds, 1) for r in results},
+        "total_seconds": round(sum(r.seconds for r in results), 1)})
+    return path
+
+
 @flow(name="ringlite-pipeline")
 def pipeline(
     stages: list[str] | None = None,
@@ -183,6 +198,7 @@ def pipeline(
             mlflow.end_run(status="FAILED" if error else "FINISHED")
     if error:
         raise error
+    record_timing(repo, order, results)
     get_run_logger().info(md)
     return [asdict(r) for r in results]
 

@@ -35,8 +35,14 @@ def test_flow_runs_stages_in_dag_order_then_skips_them(tmp_path):
     lines = [ln.split() for ln in first.stdout.splitlines() if ln.strip().startswith(("make_", "sum_"))]
     assert [(ln[0], ln[1]) for ln in lines] == [("make_numbers", "ran"), ("sum_numbers", "ran")]
 
+    timing = json.loads((root / "reports/pipeline/timing.json").read_text())
+    assert list(timing["seconds"]) == ["make_numbers", "sum_numbers"]
+    assert timing["total_seconds"] == pytest.approx(sum(timing["seconds"].values()), abs=0.2)
+
     second = run_flow(root)
     assert second.returncode == 0, second.stdout + second.stderr
+    # nothing ran: the record of the last full run stays as it was
+    assert json.loads((root / "reports/pipeline/timing.json").read_text()) == timing
     lines = [ln.split() for ln in second.stdout.splitlines() if ln.strip().startswith(("make_", "sum_"))]
     assert [(ln[0], ln[1]) for ln in lines] == [("make_numbers", "up-to-date"),
                                                 ("sum_numbers", "up-to-date")]
