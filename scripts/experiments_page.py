@@ -46,13 +46,16 @@ def render_one(name: str, rec: dict[str, Any]) -> str:
               f"- fresh problems: {rec['per_domain']} per domain, probe seed {rec['probe_seed']}"
               ", none in any curated split or RL prompt file; avg@4 at the bench's decoding",
               f"- rerun: `.venv/bin/python {rec.get('command', 'scripts/rl_arms.py ...')}`", ""]
-    lines += ["| arm | overrides | RL prompts | stage s | in-stage verdict |",
-              "|---|---|---|---:|---|"]
+    common = dict.fromkeys(set.intersection(*[
+        {(k, json.dumps(v)) for k, v in a.get("overrides", {}).items()} for a in arms.values()]))
+    common_o = {k: json.loads(v) for k, v in sorted(common)}
+    if common_o:
+        lines += [f"Every arm: {_overrides(common_o)}.", ""]
+    lines += ["| arm | overrides | RL prompts | in-stage verdict |", "|---|---|---|---|"]
     for arm, a in arms.items():
         m = a.get("metrics", {})
-        wall = f"{m['wall_s']:.0f}" if "wall_s" in m else ""
-        lines.append(f"| {arm} | {_overrides(a.get('overrides', {}))} | "
-                     f"`{a.get('tasks', rec.get('tasks', ''))}` | {wall} | "
+        own = {k: v for k, v in a.get("overrides", {}).items() if k not in common_o}
+        lines.append(f"| {arm} | {_overrides(own)} | `{a.get('tasks', rec.get('tasks', ''))}` | "
                      f"{m.get('verdict', '')} |")
     lines += ["", "Fresh problems, avg@4 in points (paired difference to the start model; 95% "
               "bootstrap CI over problems):", "",

@@ -33,6 +33,7 @@ import copy
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -48,13 +49,14 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import heldout_probe as probe  # noqa: E402
 
-from pipeline.atomic import write_json, write_text  # noqa: E402
+from pipeline.atomic import write_json, write_parquet, write_text  # noqa: E402
 from pipeline.params import build  # noqa: E402
 from pipeline.rl.params import RLParams  # noqa: E402
 from pipeline.tracking import PARENT_ENV, git_commit, stage_run  # noqa: E402
 
 GROUPS = {"rl_reasoning": ["math", "countdown", "sudoku", "knights_knaves", "code"],
-          "rl_general": ["ifeval"]}
+          "rl_general": ["ifeval"]}  # fresh-problem domains scored per stage
+POOL_DOMAINS = {"rl_reasoning": GROUPS["rl_reasoning"], "rl_general": ["ifeval", "open_qa"]}
 
 
 def parse_arm(spec: str) -> tuple[str, dict[str, Any]]:
@@ -113,6 +115,14 @@ def sys_argv(argv: list[str] | None) -> list[str]:
     return list(argv) if argv is not None else sys.argv[1:]
 
 
+def make_pool(params: dict, domains: list[str], per_domain: int, seed: int, curated: Path,
+              path: Path) -> None:
+    """``per_domain`` fresh tasks per domain (none in any curated split) as an RL task file."""
+    pool = probe.fresh_tasks(params, domains, per_domain, seed, probe.seen_prompts(curated))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(path, pool.with_columns(pl.lit("rl").alias("split")))
+
+
 def run_arm(stage: str, start: str, tasks: str, val: str, arm_dir: Path, params: dict,
             env: dict[str, str]) -> dict[str, Any]:
     """The stage from ``start`` with ``params``; returns its metrics.json (skips a finished
@@ -137,16 +147,21 @@ def run_arm(stage: str, start: str, tasks: str, val: str, arm_dir: Path, params:
     if rc:
         raise SystemExit(f"{arm_dir.name}: the {stage} stage failed (exit {rc})")
     out = json.loads(metrics.read_text())
-    out["wall_s"] = time.time() - t0
-    write_json(timing, {"wall_s": out["wall_s"]})
-    return out
+    extra = {"wall_s": time.time() - t0, "commit": git_commit(REPO)}
+    write_json(timing, extra)
+    return {**out, **extra}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stage", choices=sorted(GROUPS), default="rl_reasoning")
     ap.add_argument("--start", required=True, help="start model (HF folder)")
-    ap.add_argument("--tasks", required=True, help="RL prompts (task parquet)")
+    ap.add_argument("--tasks", default=None, help="RL prompts (task parquet)")
+    ap.add_argument("--fresh-pool", type=int, default=0, metavar="PER_DOMAIN",
+                    help="instead of --tasks: generate PER_DOMAIN fresh tasks per domain of the "
+                         "stage's group (curate's generator knobs, --pool-seed, none in any "
+                         "curated split) into <out-dir>/pool.parquet")
+    ap.add_argument("--pool-seed", type=int, default=5151)
     ap.add_argument("--val", default=str(REPO / "data/curated/val.parquet"))
     ap.add_argument("--arm", action="append", default=None,
                     help="NAME[:key=value,...] (default: real and placebo:placebo=true)")
@@ -158,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default=str(REPO / "params.yaml"))
     ap.add_argument("--curated", default=str(REPO / "data/curated"))
     ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--record", default=None,
+                    help="also copy arms.json and the fresh-problem gains.md to this folder "
+                         "(e.g. reports/experiments/<name>, which git tracks)")
     ap.add_argument("--note", default="", help="what the experiment varies and why (kept in "
                     "arms.json and shown by scripts/experiments_page.py)")
     args = ap.parse_args(argv)
@@ -167,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     if len({n for n, _ in arms}) != len(arms) or "start" in {n for n, _ in arms}:
         raise SystemExit("arm names must be distinct and not 'start'")
     out = Path(args.out_dir)
+    if bool(args.tasks) == bool(args.fresh_pool):
+        raise SystemExit("give either --tasks or --fresh-pool")
+    if args.fresh_pool:
+        args.tasks = str(out / "pool.parquet")
+        make_pool(base, POOL_DOMAINS[args.stage], args.fresh_pool, args.pool_seed,
+                  Path(args.curated), Path(args.tasks))
     results: dict[str, Any] = {}
     with stage_run("rl_arms", {"stage": args.stage, "start": args.start, "tasks": args.tasks,
                                "arms": {n: o for n, o in arms}}, run_name="rl_arms") as parent:
@@ -203,8 +227,13 @@ def main(argv: list[str] | None = None) -> int:
             "start": args.start,
             "start_digest": digest(args.start),
             "tasks": args.tasks, "probe_seed": args.probe_seed, "per_domain": args.per_domain,
-            "commit": git_commit(REPO), "command": " ".join(["scripts/rl_arms.py", *sys_argv(argv)]),
+            "commit": git_commit(REPO), "command": shlex.join(["scripts/rl_arms.py", *sys_argv(argv)]),
             "arms": results})
+        if args.record:
+            rec = Path(args.record)
+            rec.mkdir(parents=True, exist_ok=True)
+            write_text(rec / "arms.json", (out / "arms.json").read_text())
+            write_text(rec / "gains.md", md)
         parent.text(md, "gains.md")
         parent.tags({"mlflow.note.content": md})
     print(md)
