@@ -25,6 +25,7 @@ from pipeline.stages.difficulty import DifficultyParams
 from pipeline.stages.distill import DistillParams
 from pipeline.stages.select import SelectParams
 from pipeline.stages.sft import SftParams
+from pipeline.verify.reward_model import RewardModelParams
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,6 +38,7 @@ SECTIONS: list[tuple[str, type]] = [
     ("select", SelectParams),
     ("difficulty", DifficultyParams),
     ("bench", BenchParams),
+    ("reward_model", RewardModelParams),
 ]
 # Keys that describe the data rather than tune a component: which generators and user files,
 # and per-domain split overrides (curate rejects an override for a domain without rows, so the

@@ -121,3 +121,20 @@ def test_missing_classifier_path_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv(rm.ENV_MODEL, str(tmp_path / "nope"))
     with pytest.raises(FileNotFoundError, match="nope"):
         rm.rewards(["a"], ["b"])
+
+
+def test_params_file_selects_the_reward_model_for_the_workers(tmp_path, monkeypatch):
+    for name in (rm.ENV_MODEL, rm.ENV_THRESHOLD, rm.ENV_MAX_LENGTH, rm.ENV_BATCH_SIZE):
+        monkeypatch.delenv(name, raising=False)
+    p = tmp_path / "params.yaml"
+    p.write_text("reward_model: {path: /models/rm, threshold: 0.75, max_length: 64, "
+                 "batch_size: 8}\n")
+    got = rm.configure_from(p)
+    assert got == rm.RewardModelParams("/models/rm", 0.75, 64, 8)
+    assert rm.settings() == got  # what a pool worker reads from its environment
+    p.write_text("reward_model: {treshold: 0.7}\n")
+    with pytest.raises(ValueError, match="reward_model.treshold: unknown key"):
+        rm.configure_from(p)
+    p.write_text("seed: 1\n")  # no section: the packaged model and its defaults
+    assert rm.configure_from(p) == rm.RewardModelParams()
+    assert rm.settings() == rm.RewardModelParams()

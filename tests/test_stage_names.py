@@ -9,7 +9,7 @@ import yaml
 from pipeline.dag import stage_order
 from tests.conftest import REPO
 
-SHARED_SECTIONS = {"seed", "model"}
+SHARED_SECTIONS = {"seed", "model", "reward_model"}
 # The base stage builds the model every later stage shares, so its section is `model`.
 SECTION_OF = {"base": "model"}
 

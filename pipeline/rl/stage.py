@@ -39,6 +39,7 @@ from pipeline.rl.trainer import History, RLRun, train
 from pipeline.schema import TASK, domain_group, validate
 from pipeline.tracking import stage_run
 from pipeline.train.determinism import set_deterministic
+from pipeline.verify.reward_model import configure_from
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -236,6 +237,7 @@ def main_for(stage: str, group: str, argv: Sequence[str] | None = None) -> dict[
     """Run one RL stage end to end (see module docstring); returns metrics.json's content."""
     args = parse_args(argv)
     params = load_section(stage, RLParams, args.params)
+    configure_from(args.params)  # the open_qa reward model (params section reward_model)
     seed = load_seed(args.params)
     tasks = read_tasks(args.tasks)
     if not tasks:

@@ -34,6 +34,7 @@ from pipeline.bench.sampling import Sampling, sample_checkpoint
 from pipeline.params import load_section, load_seed
 from pipeline.schema import SAMPLE, TASK, frame, validate
 from pipeline.tracking import stage_run
+from pipeline.verify.reward_model import configure_from
 
 log = logging.getLogger("bench")
 
@@ -131,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = load_section("bench", BenchParams, a.params)
+    configure_from(a.params)  # the open_qa reward model (params section reward_model)
     seed = load_seed(a.params)
     models = parse_models(a.model)
     tasks, owner, skipped = load_sets(a.bench, p, seed)

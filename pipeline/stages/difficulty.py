@@ -38,6 +38,7 @@ from pipeline.params import load_section, load_seed
 from pipeline.schema import TASK, domain_group, validate
 from pipeline.selection.difficulty import Bands, count_by, filter_pool
 from pipeline.tracking import stage_run
+from pipeline.verify.reward_model import configure_from
 
 log = logging.getLogger("difficulty")
 KEPT = {**TASK, "pass_rate": pl.Float64}
@@ -159,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = load_section("difficulty", DifficultyParams, a.params)
+    configure_from(a.params)  # the open_qa reward model (params section reward_model)
     seed = load_seed(a.params)
     df = validate(pl.read_parquet(a.tasks), TASK, str(a.tasks))
     tasks, unscored = split_budget(df, p.max_prompts, seed)

@@ -38,6 +38,7 @@ from pipeline.atomic import write_json, write_parquet
 from pipeline.params import load_section, load_seed
 from pipeline.schema import TASK, TRACE, frame, validate
 from pipeline.tracking import stage_run
+from pipeline.verify.reward_model import configure_from
 
 log = logging.getLogger("distill")
 PROGRAMMATIC = "programmatic"
@@ -216,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = load_section("distill", DistillParams, a.params)
+    configure_from(a.params)  # the open_qa reward model (params section reward_model)
     seed = load_seed(a.params)
     from transformers import AutoTokenizer
 

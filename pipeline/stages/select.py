@@ -36,6 +36,7 @@ from pipeline.schema import TASK, domain_group, validate
 from pipeline.selection.entropy import policy_entropy
 from pipeline.selection.rule import Candidate, Choice, choose
 from pipeline.tracking import stage_run
+from pipeline.verify.reward_model import configure_from
 
 log = logging.getLogger("select")
 SKIP_FILES = {"latest", "zero_to_fp32.py"}  # DeepSpeed resume files, not part of the HF model
@@ -162,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = load_section("select", SelectParams, a.params)
+    configure_from(a.params)  # the open_qa reward model (params section reward_model)
     seed = load_seed(a.params)
     tasks = validate(pl.read_parquet(a.tasks), TASK, str(a.tasks))
     rl = subset(group_rows(tasks, p.domain_group, str(a.tasks)), p.prompts, seed)

