@@ -50,13 +50,16 @@ def forwarded_lines(lines: Iterable[str], every_s: float,
     r"""The lines worth logging: every line ending in a newline, and of the progress redraws
     (a line ending in a bare "\r", or a bar not yet done, such as a nested bar's line) one per
     ``every_s`` seconds; a bar at 0% is dropped (its final state follows). A bar's final state
-    always passes; a redraw still held back when the stream ends is sent then. Text is not
-    changed."""
+    always passes, once: a redraw at 100% waits for the line that closes the bar. A redraw still
+    held back when the stream ends is sent then. Text is not changed."""
     last_sent = -float("inf")
     pending = None  # the latest redraw not forwarded
     for line in lines:
         state = bar_state(clean(line))
         if state == "start":
+            continue
+        if line.endswith("\r") and state == "done":
+            pending = line
             continue
         if line.endswith("\r") or state == "running":
             if not line.strip():

@@ -80,3 +80,12 @@ def test_dvc_hints_and_blank_lines_stay_below_info():
     lines = list(io.StringIO(tail))
     got = records(lines)
     assert [t for lvl, t in got if lvl >= logging.INFO] == ["Updating lock file 'dvc.lock'"]
+
+
+def test_a_bar_closing_at_100_percent_is_logged_once():
+    # tqdm draws the last state as a redraw, then again with the newline that closes the bar
+    bar = "distill: 100%|##########| 1/1 [00:07<00:00,  7.04s/batch]"
+    raw = "\r" + "distill:   0%|          | 0/1 [00:00<?, ?batch/s]" + "\r" + bar + "\r" + bar + "\n"
+    lines = list(io.TextIOWrapper(io.BytesIO(raw.encode()), newline=""))
+    assert [t for _, t in records(lines)] == [bar]
+    assert [t for _, t in records(lines[:-1])] == [bar]  # a stream ending on the redraw
