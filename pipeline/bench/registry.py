@@ -4,8 +4,8 @@ The model is logged with the ``transformers`` flavor (model + tokenizer, task
 ``text-generation``) from its HF folder, registered under ``name`` and given ``alias`` (e.g.
 ``candidate``). The model version's description says what trained it, its headline scores and
 its per-benchmark table, the params digest and the commit; its tags are a handful
-(:func:`version_tags`, at most :data:`MAX_VERSION_TAGS`); the logged model carries each
-benchmark's scores as metrics. Load it back with::
+(:func:`version_tags`, at most :data:`MAX_VERSION_TAGS`); the logged model carries the bench
+run's headline scores of this model as metrics. Load it back with::
 
     import mlflow
     parts = mlflow.transformers.load_model("models:/ringlite@candidate", return_type="components")
@@ -75,9 +75,12 @@ def description(name: str, metrics: Mapping[str, Any], prov: Provenance) -> str:
 
 
 def register_model(model_dir: str | Path, name: str, alias: str,
-                   metrics: Mapping[str, Any], prov: Provenance) -> Any:
+                   metrics: Mapping[str, Any], prov: Provenance,
+                   linked: Mapping[str, float] | None = None) -> Any:
     """Log ``model_dir`` in the active run, register it as ``name`` with a description and
-    :func:`version_tags`, set ``alias``. Returns the registered ModelVersion."""
+    :func:`version_tags`, set ``alias``. ``linked``: run metrics to show on the logged model
+    too (MLflow logs a model's metrics into the active run, so they are keys the run already
+    has). Returns the registered ModelVersion."""
     import mlflow
     from mlflow import MlflowClient
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -86,8 +89,6 @@ def register_model(model_dir: str | Path, name: str, alias: str,
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     tags = version_tags(metrics, prov)
     text = description(name, metrics, prov)
-    scores = {f"{b}.{k}": float(e[k]) for b, e in metrics.items() if not b.startswith("_")
-              for k in score_keys(e) if k in e}
     with _hub_offline():  # a local model: no model card or license lookup on a hub
         info = mlflow.transformers.log_model(
             transformers_model={"model": model, "tokenizer": tokenizer},
@@ -96,8 +97,8 @@ def register_model(model_dir: str | Path, name: str, alias: str,
             pip_requirements=[f"transformers=={_version('transformers')}",
                               f"torch=={_version('torch')}"],
         )
-    if scores:
-        mlflow.log_metrics(scores, model_id=info.model_id)
+    if linked:
+        mlflow.log_metrics(dict(linked), model_id=info.model_id)
     client = MlflowClient()
     version = str(info.registered_model_version)
     client.update_model_version(name, version, description=text)

@@ -187,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         final = reg.model if reg.model in models else names[-1]
         order = [final] + [m for m in reversed(names) if m != final]
         headline = headline_text(metrics, names, final)
-        run.metrics(headline_metrics(metrics, names, final))
+        scores = headline_metrics(metrics, names, final)
+        run.metrics(scores)
         run.tags({"headline": headline,
                   "mlflow.note.content": f"**{headline}**\n\n{markdown_table(metrics, order)}"})
         run.figure(fig, "chart.png")
@@ -200,7 +201,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             prov = Provenance(stage=reg.model, run_id=run.run_id, commit=git_commit(),
                               params_digest=params_digest(a.params), headline=headline)
-            v = register_model(models[reg.model], reg.name, reg.alias, metrics[reg.model], prov)
+            mine = {f"summary/{k}": v for k, v in scores.items() if k.startswith(f"{final}.")}
+            v = register_model(models[reg.model], reg.name, reg.alias, metrics[reg.model], prov,
+                               linked=mine)
             print(f"registered {reg.name} version {v.version} alias {reg.alias}")
         elif reg.enabled:
             log.warning("model not registered (tracking off or no --model %s)", reg.model)
