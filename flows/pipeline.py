@@ -115,9 +115,23 @@ def run_stage(stage: str, force: bool, repo_dir: str, parent_run_id: str | None
         raise RuntimeError(f"stage {stage} failed (dvc exit {rc}):\n{tail}")
     out = "\n".join(lines)
     if any(m in out for m in SKIP_MARKERS):
+        mark_cached(stage)
         return Completed(data=StageResult(stage, "cached", seconds), name="Cached",
                          message="DVC: deps, params and outputs unchanged; skipped")
     return StageResult(stage, "ran", seconds)
+
+
+def mark_cached(stage: str) -> None:
+    """Rename the running task run ``<stage> (cached)``, so the flow run's timeline tells a
+    skipped stage from one that ran (the state alone is drawn in the same colour)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import task_run
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_task_run_name(task_run.id, f"{stage} (cached)")
+    except Exception as e:  # noqa: BLE001 - a cosmetic rename must not fail the stage
+        get_run_logger().debug("task run not renamed: %s", e)
 
 
 def status_line(results: list[StageResult]) -> str:
@@ -156,11 +170,11 @@ def summary_markdown(results: list[StageResult], links: Links, absolute: bool = 
 
     runs = links.stage_runs or {}
     rows = "\n".join(
-        f"| {r.stage} | {r.status} | {r.seconds:.1f} | "
-        + (f"[{runs[r.stage][:8]}]({url(runs[r.stage])})" if r.stage in runs else "-") + " |"
-        for r in results)
+        (f"| [{r.stage}]({url(runs[r.stage])})" if r.stage in runs else f"| {r.stage}")
+        + f" | {r.status} | {r.seconds:.1f} |" for r in results)
     total = sum(r.seconds for r in results)
-    head = [f"# Ring-lite pipeline: {status_line(results)}", ""]
+    head = ([f"# Ring-lite pipeline: {status_line(results)}", ""] if absolute
+            else [f"**{status_line(results).capitalize()}** in {total:.0f} s.", ""])
     if links.headline:
         head += [f"**Bench:** {links.headline}", ""]
     if absolute and links.parent_id:
@@ -168,8 +182,8 @@ def summary_markdown(results: list[StageResult], links: Links, absolute: bool = 
         head += [f"MLflow: [this pipeline run]({url(links.parent_id)}) · "
                  f"[all runs of the experiment]({exp}) (`make ui` serves {ui_base_url()})", ""]
     return "\n".join(head) + (
-        f"| stage | status | seconds | MLflow run |\n|---|---|---:|---|\n{rows}\n"
-        f"| **total** | | {total:.1f} | |\n")
+        f"| stage (its MLflow run) | status | seconds |\n|---|---|---:|\n{rows}\n"
+        f"| **total** | | {total:.1f} |\n")
 
 
 def mlflow_links(mlflow, parent_id: str, stages: list[str]) -> Links:
