@@ -115,23 +115,25 @@ def run_stage(stage: str, force: bool, repo_dir: str, parent_run_id: str | None
         raise RuntimeError(f"stage {stage} failed (dvc exit {rc}):\n{tail}")
     out = "\n".join(lines)
     if any(m in out for m in SKIP_MARKERS):
-        mark_cached(stage)
         return Completed(data=StageResult(stage, "cached", seconds), name="Cached",
                          message="DVC: deps, params and outputs unchanged; skipped")
     return StageResult(stage, "ran", seconds)
 
 
-def mark_cached(stage: str) -> None:
-    """Rename the running task run ``<stage> (cached)``, so the flow run's timeline tells a
-    skipped stage from one that ran (the state alone is drawn in the same colour)."""
+def name_cached(task_run_id, stage: str, tries: int = 12) -> None:
+    """Rename a finished task run ``<stage> (cached)``, so the flow run's timeline tells a
+    skipped stage from one that ran (both states are drawn in the same colour). The server
+    learns of a task run from its events a moment after it ends: a 404 is retried."""
     from prefect.client.orchestration import get_client
-    from prefect.runtime import task_run
 
-    try:
-        with get_client(sync_client=True) as client:
-            client.set_task_run_name(task_run.id, f"{stage} (cached)")
-    except Exception as e:  # noqa: BLE001 - a cosmetic rename must not fail the stage
-        get_run_logger().debug("task run not renamed: %s", e)
+    with get_client(sync_client=True) as client:
+        for _ in range(tries):
+            try:
+                client.set_task_run_name(task_run_id, f"{stage} (cached)")
+                return
+            except Exception:  # noqa: BLE001 - not there yet
+                time.sleep(0.25)
+    get_run_logger().debug("task run of %s not renamed", stage)
 
 
 def status_line(results: list[StageResult]) -> str:
@@ -250,8 +252,10 @@ def pipeline(
     try:
         for stage in selected:
             job = run_stage.with_options(retries=stage_retries)
-            out = job(stage, stage in (force or []), str(repo), parent_id)
-            results.append(out.result() if isinstance(out, State) else out)
+            state = job(stage, stage in (force or []), str(repo), parent_id, return_state=True)
+            results.append(state.result())
+            if results[-1].status == "cached":
+                name_cached(state.state_details.task_run_id, stage)
             if mlflow:
                 mlflow.log_metric(f"seconds_{stage}", results[-1].seconds, run_id=parent_id)
     except BaseException as e:  # record what happened, then fail the flow

@@ -128,6 +128,13 @@ def close_assistant(page):
         close.last.click()
 
 
+def dismiss_dialogs(page):
+    """The registry pages open a dialog advertising a new registry UI; close it."""
+    page.wait_for_timeout(1500)
+    if page.get_by_role("dialog").count():
+        page.keyboard.press("Escape")
+
+
 def test_mlflow_walkthrough(pipeline_run, browser):
     root, env = pipeline_run
     assert "ringlite" in {e.name for e in entry_points(group="mlflow.app")}, (
@@ -180,12 +187,13 @@ def test_mlflow_walkthrough(pipeline_run, browser):
             stage_links.first.click()
         page = opened.value
         page.get_by_text("Model metrics", exact=True).first.click()
-        page.get_by_text("summary (").first.wait_for(timeout=30_000)
+        page.get_by_text("summary", exact=True).first.wait_for(timeout=30_000)
         page.get_by_text("value", exact=True).first.wait_for(timeout=30_000)
         shot(page, "mlflow_5_stage_charts")
 
         # the model registry: the registered version and its description
         page.get_by_role("link", name="Model registry", exact=True).first.click()
+        dismiss_dialogs(page)
         page.get_by_role("link", name=MODEL, exact=True).first.click()
         page.get_by_role("link", name="Version 1").first.click()
         page.get_by_text(HEADLINE).first.wait_for(timeout=30_000)
