@@ -60,7 +60,8 @@ lint: install-dev
 
 # --- UIs and services ---------------------------------------------------------------------
 ui: install
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+	@echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT) (Experiments > ringlite)"
+	$(BIN)/mlflow ui --app-name ringlite --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 	  --default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 prefect-server: install

@@ -1,9 +1,13 @@
 """The Prefect flow that runs the recipe: one task per DVC stage, in dvc.yaml's DAG order.
 
 Each task runs ``dvc repro --single-item <stage>`` so DVC decides what is stale and caches
-results; the flow adds no caching of its own and computes nothing. It opens one MLflow parent
-run per execution; stage runs nest under it (the id travels in ``RINGLITE_PARENT_RUN_ID``).
-A Markdown artifact lists which stages ran, which were up to date, and their times.
+results; the flow adds no caching of its own and computes nothing. A stage DVC skipped ends in
+Prefect's ``Cached`` state. Each output line of a stage goes to the Prefect log at its level
+(:mod:`flows.stage_log`). The flow opens one MLflow parent run per execution; stage runs nest
+under it (the id travels in ``RINGLITE_PARENT_RUN_ID``). At the end the parent run is named
+after what happened (``pipeline: ran 9 stages``, ``pipeline: all cached``) and its description
+gives the bench headline and a link to each stage's run; the Markdown artifact
+``pipeline-summary`` gives the same, with links into the MLflow UI.
 
 Run it::
 
@@ -23,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,16 +36,20 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.states import Completed, State  # noqa: E402
 
+from flows.stage_log import StageLog, forwarded_lines  # noqa: E402
 from pipeline.atomic import write_json  # noqa: E402
 from pipeline.dag import stage_order  # noqa: E402
 from pipeline.tracking import (  # noqa: E402
     PARENT_ENV,
     PIPELINE_ENV,
     git_commit,
+    run_url,
     setup_mlflow,
     tracking_enabled,
     tracking_uri,
+    ui_base_url,
 )
 
 REPO_DIR = Path(__file__).resolve().parents[1]
@@ -55,7 +62,7 @@ PROGRESS_EVERY_S = 5.0
 @dataclass
 class StageResult:
     stage: str
-    status: str  # ran | up-to-date | failed | not-run
+    status: str  # ran | cached | failed | not-run
     seconds: float
 
 
@@ -73,38 +80,20 @@ def stage_env(repo: Path, parent_run_id: str | None) -> dict[str, str]:
     if parent_run_id:
         env[PARENT_ENV] = parent_run_id
         env[PIPELINE_ENV] = parent_run_id
+    # Without a GPU driver DeepSpeed's accelerator auto-detection falls back to the CPU with a
+    # warning in every stage that imports it; name the CPU accelerator instead.
+    if not Path("/proc/driver/nvidia").exists():
+        env.setdefault("DS_ACCELERATOR", "cpu")
     return env
 
 
-def forwarded_lines(lines: Iterable[str], every_s: float,
-                    clock: Callable[[], float] = time.monotonic) -> Iterator[str]:
-    r"""The lines worth logging: every line ending in a newline, and of the progress redraws
-    (ending in a bare "\r") one per ``every_s`` seconds. A bar's final state comes as a line
-    ending in a newline (tqdm's close), so it always passes; a redraw still held back when the
-    stream ends is sent then. Text is not changed."""
-    last_sent = -float("inf")
-    pending = None  # the latest redraw not forwarded
-    for line in lines:
-        if line.endswith("\r"):
-            if not line.strip():
-                continue  # tqdm's leading "\r" before its first draw
-            now = clock()
-            if now - last_sent >= every_s:
-                last_sent, pending = now, None
-                yield line
-            else:
-                pending = line
-            continue
-        pending = None  # superseded by this full line
-        yield line
-    if pending is not None:
-        yield pending
-
-
 @task(task_run_name="{stage}", retries=1, retry_delay_seconds=5)
-def run_stage(stage: str, force: bool, repo_dir: str, parent_run_id: str | None) -> StageResult:
-    """``dvc repro --single-item <stage>``; streams DVC's output into the Prefect log."""
+def run_stage(stage: str, force: bool, repo_dir: str, parent_run_id: str | None
+              ) -> StageResult | State:
+    """``dvc repro --single-item <stage>``; streams DVC's output into the Prefect log, each line
+    at its level. A stage DVC skipped ends in the ``Cached`` state."""
     logger = get_run_logger()
+    classify = StageLog()
     cmd = [dvc_executable(), "repro", "--single-item", stage] + (["--force"] if force else [])
     t0 = time.time()
     proc = subprocess.Popen(
@@ -115,27 +104,108 @@ def run_stage(stage: str, force: bool, repo_dir: str, parent_run_id: str | None)
     assert proc.stdout is not None
     # newline="": keep each line's own ending, so progress redraws ("\r") can be told apart
     stream = io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace", newline="")
-    for line in forwarded_lines(stream, PROGRESS_EVERY_S):
-        lines.append(line)
-        logger.info(line.rstrip())
+    for line in forwarded_lines(stream, PROGRESS_EVERY_S, time.monotonic):
+        level, text = classify.record(line)
+        lines.append(text)
+        logger.log(level, text)
     rc = proc.wait()
     seconds = time.time() - t0
     if rc != 0:
-        tail = "".join(lines[-30:])
+        tail = "\n".join(lines[-30:])
         raise RuntimeError(f"stage {stage} failed (dvc exit {rc}):\n{tail}")
-    out = "".join(lines)
-    status = "up-to-date" if any(m in out for m in SKIP_MARKERS) else "ran"
-    return StageResult(stage, status, seconds)
+    out = "\n".join(lines)
+    if any(m in out for m in SKIP_MARKERS):
+        return Completed(data=StageResult(stage, "cached", seconds), name="Cached",
+                         message="DVC: deps, params and outputs unchanged; skipped")
+    return StageResult(stage, "ran", seconds)
 
 
-def summary_markdown(results: list[StageResult], parent_run_id: str | None) -> str:
-    rows = "\n".join(f"| {r.stage} | {r.status} | {r.seconds:.1f} |" for r in results)
+def name_cached(task_run_id, stage: str, tries: int = 12) -> None:
+    """Rename a finished task run ``<stage> (cached)``, so the flow run's timeline tells a
+    skipped stage from one that ran (both states are drawn in the same colour). The server
+    learns of a task run from its events a moment after it ends: a 404 is retried."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for _ in range(tries):
+            try:
+                client.set_task_run_name(task_run_id, f"{stage} (cached)")
+                return
+            except Exception:  # noqa: BLE001 - not there yet
+                time.sleep(0.25)
+    get_run_logger().debug("task run of %s not renamed", stage)
+
+
+def status_line(results: list[StageResult]) -> str:
+    """What an execution did, in a few words: ``ran 9 stages``, ``all cached``,
+    ``ran 2 stages, 7 cached``, ``failed at sft (ran 3 stages)``."""
+    ran = sum(r.status == "ran" for r in results)
+    cached = sum(r.status == "cached" for r in results)
+    failed = next((r.stage for r in results if r.status == "failed"), None)
+    done = f"ran {ran} stage{'s' * (ran != 1)}" + (f", {cached} cached" if cached else "")
+    if failed:
+        return f"failed at {failed} ({done})"
+    if not ran and cached:
+        return "all cached"
+    return done
+
+
+@dataclass
+class Links:
+    """Where a person finds the MLflow side of an execution: the experiment, the parent run,
+    each stage's run (the one that made its current outputs), the bench headline."""
+
+    experiment_id: str | None = None
+    parent_id: str | None = None
+    stage_runs: dict[str, str] | None = None
+    headline: str | None = None
+
+
+def summary_markdown(results: list[StageResult], links: Links, absolute: bool = True) -> str:
+    """The execution in Markdown: status, bench headline, stages with times and run links.
+    ``absolute``: full URLs (the Prefect artifact) rather than the MLflow UI's own hash links
+    (the parent run's description)."""
+    def url(run_id: str) -> str:
+        if absolute:
+            return run_url(links.experiment_id or "0", run_id)
+        return f"#/experiments/{links.experiment_id}/runs/{run_id}"
+
+    runs = links.stage_runs or {}
+    rows = "\n".join(
+        (f"| [{r.stage}]({url(runs[r.stage])})" if r.stage in runs else f"| {r.stage}")
+        + f" | {r.status} | {r.seconds:.1f} |" for r in results)
     total = sum(r.seconds for r in results)
-    run = f"MLflow parent run: `{parent_run_id}`\n\n" if parent_run_id else ""
-    return (
-        f"# Ring-lite pipeline\n\n{run}| stage | status | seconds |\n|---|---|---|\n{rows}\n"
-        f"| **total** | | {total:.1f} |\n"
-    )
+    head = ([f"# Ring-lite pipeline: {status_line(results)}", ""] if absolute
+            else [f"**{status_line(results).capitalize()}** in {total:.0f} s.", ""])
+    if links.headline:
+        head += [f"**Bench:** {links.headline}", ""]
+    if absolute and links.parent_id:
+        exp = f"{ui_base_url()}/#/experiments/{links.experiment_id}/runs"
+        head += [f"MLflow: [this pipeline run]({url(links.parent_id)}) · "
+                 f"[all runs of the experiment]({exp}) (`make ui` serves {ui_base_url()})", ""]
+    return "\n".join(head) + (
+        f"| stage (its MLflow run) | status | seconds |\n|---|---|---:|\n{rows}\n"
+        f"| **total** | | {total:.1f} |\n")
+
+
+def mlflow_links(mlflow, parent_id: str, stages: list[str]) -> Links:
+    """The MLflow runs behind an execution: each stage's run under ``parent_id`` or, for a
+    cached stage, its latest finished run (the one that made its outputs); the bench run's
+    headline."""
+    client = mlflow.MlflowClient()
+    exp_id = client.get_run(parent_id).info.experiment_id
+    latest = ["attributes.start_time DESC"]
+    found = {r.data.tags.get("stage"): r for r in reversed(client.search_runs(
+        [exp_id], f"tags.mlflow.parentRunId = '{parent_id}'", order_by=latest))}
+    for stage in set(stages) - set(found):
+        done = client.search_runs(
+            [exp_id], f"tags.stage = '{stage}' and attributes.status = 'FINISHED'",
+            order_by=latest, max_results=1)
+        if done:
+            found[stage] = done[0]
+    runs = {s: found[s].info.run_id for s in stages if s in found}
+    headline = found["bench"].data.tags.get("headline") if "bench" in found else None
+    return Links(exp_id, parent_id, runs, headline)
 
 
 def record_timing(repo: Path, order: list[str], results: list[StageResult]) -> Path | None:
@@ -173,7 +243,7 @@ def pipeline(
     if tracking_enabled():
         mlflow = setup_mlflow(repo)  # the sqlite store and artifacts live in the repo
         tags = {"stage": "pipeline", "git_commit": git_commit(repo)}
-        parent_id = mlflow.start_run(run_name="pipeline", tags=tags).info.run_id
+        parent_id = mlflow.start_run(run_name="pipeline: running", tags=tags).info.run_id
         mlflow.set_tag("pipeline_run_id", parent_id)
         mlflow.log_params({"stages": ",".join(selected), "force": ",".join(force or [])})
 
@@ -182,7 +252,10 @@ def pipeline(
     try:
         for stage in selected:
             job = run_stage.with_options(retries=stage_retries)
-            results.append(job(stage, stage in (force or []), str(repo), parent_id))
+            state = job(stage, stage in (force or []), str(repo), parent_id, return_state=True)
+            results.append(state.result())
+            if results[-1].status == "cached":
+                name_cached(state.state_details.task_run_id, stage)
             if mlflow:
                 mlflow.log_metric(f"seconds_{stage}", results[-1].seconds, run_id=parent_id)
     except BaseException as e:  # record what happened, then fail the flow
@@ -191,16 +264,37 @@ def pipeline(
         results += [StageResult(s, "failed" if i == 0 else "not-run", 0.0)
                     for i, s in enumerate(x for x in selected if x not in done)]
     finally:
-        md = summary_markdown(results, parent_id)
-        create_markdown_artifact(md, key="pipeline-summary", description="stages and times")
+        links = Links()
         if mlflow:
-            mlflow.log_text(md, "pipeline_summary.md", run_id=parent_id)
-            mlflow.end_run(status="FAILED" if error else "FINISHED")
+            links = mlflow_links(mlflow, parent_id, selected)
+            close_parent(mlflow, results, links, error is not None)
+        md = summary_markdown(results, links)
+        create_markdown_artifact(md, key="pipeline-summary",
+                                 description=f"ringlite pipeline: {status_line(results)}")
     if error:
         raise error
     record_timing(repo, order, results)
     get_run_logger().info(md)
     return [asdict(r) for r in results]
+
+
+def close_parent(mlflow, results: list[StageResult], links: Links, failed: bool) -> None:
+    """Name the parent run after what happened, give it the summary as its description, the
+    bench headline as a tag, and end it."""
+    client = mlflow.MlflowClient()
+    pid = links.parent_id
+    tags = {"mlflow.runName": f"pipeline: {status_line(results)}",
+            "mlflow.note.content": summary_markdown(results, links, absolute=False)}
+    if links.headline:
+        tags["headline"] = links.headline
+    for k, v in tags.items():
+        client.set_tag(pid, k, v)
+    ran = sum(r.status == "ran" for r in results)
+    mlflow.log_metrics({"summary/stages_ran": ran, "summary/stages_cached": sum(
+        r.status == "cached" for r in results), "summary/seconds": sum(
+        r.seconds for r in results)}, run_id=pid)
+    mlflow.log_text(summary_markdown(results, links), "pipeline_summary.md", run_id=pid)
+    mlflow.end_run(status="FAILED" if failed else "FINISHED")
 
 
 def main(argv: list[str] | None = None) -> None:

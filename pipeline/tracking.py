@@ -17,7 +17,12 @@ Where runs go:
 - ``RINGLITE_TRACKING=off`` disables tracking (unit tests of stage cores); every call is a no-op.
 
 Tags on every stage run: ``stage``, ``git_commit``, ``pipeline_run_id``.
-Metrics are files first (DVC tracks them); MLflow mirrors them.
+Metrics are files first (DVC tracks them); MLflow gets what a person reads: per-step curves
+under plain names (``loss``, ``reward``), a few headline values under ``summary/`` (the chart
+view draws them in a section of their own, apart from the curves), and the detail (per domain,
+per benchmark, per epoch) as tables and files. A stage run stays within
+:data:`METRIC_BUDGET` metric keys (the bench run within :data:`BENCH_METRIC_BUDGET`); a run
+that logs more says so on stderr when it ends.
 """
 
 from __future__ import annotations
@@ -26,8 +31,11 @@ import contextlib
 import csv
 import io
 import os
+import statistics
 import subprocess
+import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +46,17 @@ from pipeline.params import as_dict, flatten
 PARENT_ENV = "RINGLITE_PARENT_RUN_ID"
 PIPELINE_ENV = "RINGLITE_PIPELINE_RUN_ID"
 DEFAULT_EXPERIMENT = "ringlite"
+SUMMARY = "summary/"  # prefix of a run's headline values (an MLflow chart section)
+METRIC_BUDGET = 40  # metric keys per stage run
+BENCH_METRIC_BUDGET = 60
+# MLflow's experiment type: a training experiment (runs, models, registry), not a GenAI one.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+EXPERIMENT_NOTE = (
+    "Ring-lite pipeline runs. Each pipeline execution is one parent run named "
+    "`pipeline: ...` (what ran, what was cached, the bench headline); its stage runs "
+    "(`curate` ... `bench`) are nested under it. The final model is registered under "
+    "*Models* with its bench scores in the version's description."
+)
 
 
 def tracking_enabled() -> bool:
@@ -67,14 +86,62 @@ def setup_mlflow(root: Path | None = None):
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
-    if mlflow.get_experiment_by_name(name) is None:
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
         artifact_location = None
         if uri.startswith("sqlite:"):
             artifact_location = (root / "mlartifacts").resolve().as_uri()
+        tags = {**EXPERIMENT_KIND, "mlflow.note.content": EXPERIMENT_NOTE}
         with contextlib.suppress(Exception):  # created concurrently by another process
-            mlflow.create_experiment(name, artifact_location=artifact_location)
+            mlflow.create_experiment(name, artifact_location=artifact_location, tags=tags)
+    elif any(exp.tags.get(k) != v for k, v in EXPERIMENT_KIND.items()):
+        for k, v in EXPERIMENT_KIND.items():  # an experiment created before the tag existed
+            mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, k, v)
     mlflow.set_experiment(name)
     return mlflow
+
+
+def experiment_id() -> str | None:
+    """The id of the active experiment (after :func:`setup_mlflow`)."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(
+        os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT))
+    return exp.experiment_id if exp else None
+
+
+def ui_base_url() -> str:
+    """Where a person opens the MLflow UI: the tracking server itself when it is one, else
+    ``MLFLOW_UI_URL`` or the address ``make ui`` serves (http://127.0.0.1:5000)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/")
+
+
+def run_url(exp_id: str, run_id: str) -> str:
+    return f"{ui_base_url()}/#/experiments/{exp_id}/runs/{run_id}"
+
+
+def local_source(path: str | Path) -> Any:
+    """An MLflow dataset source for a local file, named explicitly: a bare path string matches
+    two registered source types (for "" and "file:" URIs) and MLflow warns that it had to
+    guess."""
+    from mlflow.data.dataset_source_registry import get_registered_sources
+
+    cls = next(s for s in get_registered_sources() if s.__name__ == "LocalArtifactDatasetSource")
+    return cls(Path(path).resolve().as_uri())
+
+
+def clip_spikes(values: list[float], factor: float = 3.0) -> float:
+    """The last of ``values`` capped at ``factor`` x the median of the positive values so far
+    (all of them, the last included): one spike no longer flattens the rest of a chart. With no
+    positive value yet the last value is returned as it is."""
+    positive = [v for v in values if v > 0]
+    last = values[-1]
+    if not positive:
+        return last
+    return min(last, factor * statistics.median(positive))
 
 
 class StageRun:
@@ -84,6 +151,7 @@ class StageRun:
         self._mlflow = mlflow_module
         self.run = run
         self.steps: list[dict[str, Any]] = []
+        self.metric_keys: set[str] = set()  # every metric key logged to MLflow
 
     @property
     def run_id(self) -> str | None:
@@ -94,23 +162,27 @@ class StageRun:
         self.steps.append({"step": step, **metrics})
         self.log_at(step, metrics)
 
+    def record(self, step: int, row: Mapping[str, Any], chart: Mapping[str, Any]) -> None:
+        """Keep the whole ``row`` for :meth:`write_steps`; log only ``chart`` (the curves worth
+        drawing) to MLflow."""
+        self.steps.append({"step": step, **row})
+        self.log_at(step, chart)
+
     def log_at(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Log metrics at ``step`` to MLflow only (not kept for :meth:`write_steps`)."""
         if self._mlflow:
             clean = {k: float(v) for k, v in metrics.items() if v is not None}
+            self.metric_keys.update(clean)
             self._mlflow.log_metrics(clean, step=step)
 
-    def metrics(self, values: Mapping[str, Any], prefix: str = "") -> None:
-        """Log summary metrics (nested dicts are flattened; non-numbers skipped)."""
+    def metrics(self, values: Mapping[str, Any], prefix: str = SUMMARY) -> None:
+        """Log headline values under ``prefix`` (nested dicts are flattened; booleans count as
+        0/1; other non-numbers are skipped)."""
         if not self._mlflow:
             return
-        flat = flatten(values)
-        nums = {
-            f"{prefix}{k}": float(v)
-            for k, v in flat.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
+        nums = {f"{prefix}{k}": float(v) for k, v in numeric(values).items()}
         if nums:
+            self.metric_keys.update(nums)
             self._mlflow.log_metrics(nums)
 
     def params(self, values: Mapping[str, Any]) -> None:
@@ -151,8 +223,11 @@ class StageRun:
         import mlflow.data
 
         pdf = df.to_pandas() if hasattr(df, "to_pandas") else df
-        ds = mlflow.data.from_pandas(pdf, source=source, name=name)
-        self._mlflow.log_input(ds, context=context)
+        with warnings.catch_warnings():
+            # MLflow's hint that integer columns cannot hold missing values: ours hold none
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            ds = mlflow.data.from_pandas(pdf, source=local_source(source), name=name)
+            self._mlflow.log_input(ds, context=context)
 
     def figure(self, fig: Any, artifact_file: str) -> None:
         if self._mlflow:
@@ -204,6 +279,26 @@ class StepWindow:
         self.rows = []
 
 
+def numeric(values: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers of a (nested) mapping, flattened to dotted keys; booleans as 0/1."""
+    return {k: float(v) for k, v in flatten(values).items()
+            if isinstance(v, int | float) and v == v}
+
+
+def rows_of(nested: Mapping[str, Mapping[str, Any]], key: str) -> list[dict[str, Any]]:
+    """``{"math": {"kept": 3}}`` -> ``[{key: "math", "kept": 3}]``: one table row per entry."""
+    return [{key: name, **flatten(values)} for name, values in nested.items()]
+
+
+def within_budget(keys: set[str], budget: int, stage: str) -> bool:
+    """Whether a run's metric keys fit its budget; if not, say so on stderr."""
+    if len(keys) <= budget:
+        return True
+    print(f"{stage}: {len(keys)} MLflow metric keys, over the budget of {budget} "
+          f"(pipeline.tracking): {sorted(keys)}", file=sys.stderr)
+    return False
+
+
 def window_means(rows: list[Mapping[str, Any]], last: set[str]) -> dict[str, float]:
     """Mean of each metric over ``rows`` (None and NaN skipped); ``last`` keys: last value."""
     out: dict[str, float] = {}
@@ -218,7 +313,8 @@ def window_means(rows: list[Mapping[str, Any]], last: set[str]) -> dict[str, flo
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: Any = None, run_name: str | None = None) -> Iterator[StageRun]:
+def stage_run(stage: str, params: Any = None, run_name: str | None = None,
+              metric_budget: int = METRIC_BUDGET) -> Iterator[StageRun]:
     """Open the MLflow run of one stage execution (nested under the flow's run if any)."""
     if not tracking_enabled():
         yield StageRun(None, None)
@@ -237,4 +333,5 @@ def stage_run(stage: str, params: Any = None, run_name: str | None = None) -> It
         try:
             yield handle
         finally:
-            mlflow.log_metric("stage_seconds", time.time() - t0)
+            handle.metrics({"stage_seconds": time.time() - t0})
+            within_budget(handle.metric_keys, metric_budget, stage)

@@ -82,13 +82,30 @@ def test_bench_stage_metrics_reports_and_registry(tmp_path, monkeypatch):
     # the MLflow run: metrics mirrored, the table as the run description
     runs = mlflow.search_runs(experiment_names=["bench-test"], output_format="list")
     run = runs[0]
-    assert run.data.tags["mlflow.note.content"] == table
-    assert run.data.metrics["final.gsm8k.avg_at_k"] == pytest.approx(metrics["final"]["gsm8k"]
-                                                                     ["avg_at_k"])
-    # the registry: alias set, bench results attached, loads back and generates
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith(f"**{run.data.tags['headline']}**")
+    assert run.data.tags["headline"].startswith("final: reasoning avg@k ")
+    rows = [ln.split(" |")[0] for ln in note.splitlines() if ln.startswith("| ")]
+    assert rows[1:] == ["| final", "| base"]  # the registered model's row first
+    assert run.data.metrics["summary/final.gsm8k.avg_at_k"] == pytest.approx(
+        metrics["final"]["gsm8k"]["avg_at_k"])
+    assert len(run.data.metrics) <= 60
     client = mlflow.MlflowClient()
+    shown = json.loads(Path(client.download_artifacts(run.info.run_id, "samples.json",
+                                                      str(tmp_path))).read_text())
+    rows = [dict(zip(shown["columns"], r, strict=True)) for r in shown["data"]]
+    assert {"prompt", "response", "reward", "reason"} <= set(rows[0])
+    half = len(rows) // 2
+    assert [r["model"] for r in rows] == ["final"] * half + ["base"] * half
+    prompts = {t["id"]: t["prompt"] for t in tasks}
+    assert all(r["prompt"] == prompts.get(r["task_id"], r["prompt"]) and r["prompt"]
+               for r in rows)
+    # the registry: alias set, description and a few tags, loads back and generates
     version = client.get_model_version_by_alias("tiny-test", "candidate")
-    assert version.tags["bench.math.problems"] == "3"
+    assert len(version.tags) <= 10
+    assert version.tags["bench.all_reasoning.avg_at_k"] == (
+        f"{metrics['final']['all_reasoning']['avg_at_k']:.4f}")
+    assert "| math | 3 |" in version.description and run.info.run_id in version.description
     parts = mlflow.transformers.load_model("models:/tiny-test@candidate",
                                            return_type="components")
     loaded, ltok = parts["model"], parts["tokenizer"]

@@ -95,11 +95,12 @@ def test_main_with_generators_and_mlflow(tmp_path, monkeypatch):
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = mlflow.search_runs(experiment_names=["curate-test"], output_format="list")[0]
-    assert run.data.metrics["rows_in"] == stats["rows_in"]
+    assert run.data.metrics["summary/rows_in"] == stats["rows_in"]
     assert (
-        run.data.metrics["dropped_by_reason.exact_duplicate"]
+        run.data.metrics["summary/dropped_by_reason.exact_duplicate"]
         == stats["dropped_by_reason"]["exact_duplicate"]
     )
+    assert len(run.data.metrics) <= 40
     names = {d.dataset.name for d in run.inputs.dataset_inputs}
     assert {"user/math.jsonl", "curated/sft"} <= names
     files = {f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id)}

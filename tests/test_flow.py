@@ -44,8 +44,11 @@ def test_flow_runs_stages_in_dag_order_then_skips_them(tmp_path):
     # nothing ran: the record of the last full run stays as it was
     assert json.loads((root / "reports/pipeline/timing.json").read_text()) == timing
     lines = [ln.split() for ln in second.stdout.splitlines() if ln.strip().startswith(("make_", "sum_"))]
-    assert [(ln[0], ln[1]) for ln in lines] == [("make_numbers", "up-to-date"),
-                                                ("sum_numbers", "up-to-date")]
+    assert [(ln[0], ln[1]) for ln in lines] == [("make_numbers", "cached"),
+                                                ("sum_numbers", "cached")]
+    # Prefect shows a skipped stage in its own state
+    assert second.stdout.count("Finished in state Cached(") + second.stderr.count(
+        "Finished in state Cached(") == 2
 
     forced = run_flow(root, "--stages", "sum_numbers", "--force", "sum_numbers")
     assert forced.returncode == 0, forced.stdout + forced.stderr
@@ -56,15 +59,30 @@ def test_flow_runs_stages_in_dag_order_then_skips_them(tmp_path):
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     exp = client.get_experiment_by_name("flowtest")
     runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("stage") == "pipeline"]
-    assert len(parents) == 3
-    first_parent = min(parents, key=lambda r: r.info.start_time)
+    parents = sorted((r for r in runs if r.data.tags.get("stage") == "pipeline"),
+                     key=lambda r: r.info.start_time)
+    # each execution's run is named after what it did
+    assert [r.info.run_name for r in parents] == ["pipeline: ran 2 stages", "pipeline: all cached",
+                                                  "pipeline: ran 1 stage"]
+    first_parent = parents[0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == first_parent.info.run_id]
     assert sorted(r.data.tags["stage"] for r in children) == ["make_numbers", "sum_numbers"]
     assert all(r.data.tags["pipeline_run_id"] == first_parent.info.run_id for r in children)
     assert first_parent.data.metrics.keys() >= {"seconds_make_numbers", "seconds_sum_numbers"}
-    total = next(r for r in children if r.data.tags["stage"] == "sum_numbers").data.metrics["total"]
-    assert total == 20.0
+    assert first_parent.data.metrics["summary/stages_ran"] == 2
+    total = next(r for r in children if r.data.tags["stage"] == "sum_numbers").data.metrics
+    assert total["summary/total"] == 20.0
+    # the description links each stage's run; the cached execution links the runs that made
+    # the outputs it kept
+    for parent in parents[:2]:
+        note = parent.data.tags["mlflow.note.content"]
+        for child in children:
+            assert f"#/experiments/{exp.experiment_id}/runs/{child.info.run_id}" in note
+    summary = client.download_artifacts(first_parent.info.run_id, "pipeline_summary.md",
+                                        str(root))
+    text = open(summary).read()
+    assert text.startswith("# Ring-lite pipeline: ran 2 stages")
+    assert f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs/" in text
 
 
 def test_flow_rejects_unknown_stage(tmp_path):

@@ -82,7 +82,7 @@ def flow(root, env):
                        capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-6000:]
     rows = [ln.split() for ln in r.stdout.splitlines()]
-    return {ln[0]: ln[1] for ln in rows if len(ln) >= 3 and ln[1] in ("ran", "up-to-date")}
+    return {ln[0]: ln[1] for ln in rows if len(ln) >= 3 and ln[1] in ("ran", "cached")}
 
 
 def test_tiny_recipe_end_to_end_then_cached(project):
@@ -127,9 +127,19 @@ def test_tiny_recipe_end_to_end_then_cached(project):
     assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-9)
     versions = client.search_model_versions("name='ringlite'")
     assert versions, "bench registered no model"
+    # what a person reads: a few metric keys per run, a described model version with few tags
+    for stage, run in children.items():
+        assert len(run.data.metrics) <= (60 if stage == "bench" else 40), stage
+    assert {"reward", "kl", "kl_clipped", "summary/eval_accuracy_gain"} <= set(
+        children["rl_reasoning"].data.metrics)
+    version = client.get_model_version("ringlite", versions[0].version)
+    assert len(version.tags) <= 10 and "params_digest" in version.tags
+    assert version.description.startswith("**rl_general: reasoning avg@k")
+    assert parent[0].info.run_name == "pipeline: ran 9 stages"
+    assert parent[0].data.tags["headline"] == children["bench"].data.tags["headline"]
 
     second = flow(root, env)
-    assert second == {s: "up-to-date" for s in stages}
+    assert second == {s: "cached" for s in stages}
 
 
 def test_exp_run_on_an_rl_param_reruns_only_rl_and_bench(project):

@@ -44,8 +44,9 @@ def test_stage_run_logs_params_tags_steps_and_artifacts(store):
     assert "mlflow.parentRunId" not in r.data.tags
     hist = client.get_metric_history(run.run_id, "loss")
     assert [(m.step, round(m.value, 4)) for m in hist] == [(0, 1.0), (1, 0.5), (2, 0.3333)]
-    assert r.data.metrics["final.acc"] == 0.5
-    assert "note" not in r.data.metrics
+    assert r.data.metrics["summary/final.acc"] == 0.5  # headline values: their own section
+    assert "summary/stage_seconds" in r.data.metrics
+    assert not any(k.endswith("note") for k in r.data.metrics)
     assert [a.path for a in client.list_artifacts(run.run_id)] == ["out.txt"]
     rows = list(csv.DictReader((store / "steps.csv").open()))
     assert [float(x["loss"]) for x in rows] == [1.0, 0.5, 1 / 3]
@@ -122,3 +123,81 @@ def test_step_window_logs_window_means_and_keeps_every_step_out_of_mlflow(store)
 def test_step_window_rejects_a_zero_window():
     with pytest.raises(ValueError, match="every must be >= 1"):
         tracking.StepWindow(tracking.StageRun(None, None), every=0)
+
+
+def test_experiment_is_a_training_experiment_old_ones_get_the_tag(store, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking.tracking_uri(store))
+    old = client.create_experiment("old")  # made before the tag existed
+    tracking.setup_mlflow(store)
+    exp = client.get_experiment_by_name("t")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "pipeline:" in exp.tags["mlflow.note.content"]
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "old")
+    tracking.setup_mlflow(store)
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_record_keeps_the_row_and_logs_only_the_chart(store):
+    from mlflow.tracking import MlflowClient
+
+    with tracking.stage_run("rl", {}) as run:
+        run.record(1, {"reward": 0.5, "prompt_cursor": 32.0}, {"reward": 0.5})
+        run.write_steps(store / "steps.csv")
+    r = MlflowClient(tracking.tracking_uri(store)).get_run(run.run_id)
+    assert "reward" in r.data.metrics and "prompt_cursor" not in r.data.metrics
+    assert list(csv.DictReader((store / "steps.csv").open())) == [
+        {"step": "1", "reward": "0.5", "prompt_cursor": "32.0"}]
+
+
+def test_a_run_over_its_metric_budget_says_so(store, capsys):
+    with tracking.stage_run("wide", {}, metric_budget=5) as run:
+        run.metrics({f"k{i}": i for i in range(5)})  # + stage_seconds = 6 keys
+    err = capsys.readouterr().err
+    assert "wide: 6 MLflow metric keys, over the budget of 5" in err
+    with tracking.stage_run("narrow", {}, metric_budget=6) as run:
+        run.metrics({f"k{i}": i for i in range(5)})
+    assert "over the budget" not in capsys.readouterr().err
+    assert len(run.metric_keys) == 6
+
+
+def test_dataset_source_is_named_so_mlflow_does_not_guess(store):
+    import warnings
+
+    import polars as pl
+    from mlflow.tracking import MlflowClient
+
+    (store / "d.parquet").write_bytes(b"")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with tracking.stage_run("curate", {}) as run:
+            run.dataset(pl.DataFrame({"id": [1, 2], "x": ["a", "b"]}), "d", "d.parquet")
+    texts = [str(w.message) for w in caught]
+    assert not [t for t in texts if "interpreted in multiple ways" in t or "Hint:" in t], texts
+    inputs = MlflowClient(tracking.tracking_uri(store)).get_run(run.run_id).inputs
+    [ds] = inputs.dataset_inputs
+    assert ds.dataset.source_type == "local"
+    assert ds.dataset.source == json_source((store / "d.parquet").resolve().as_uri())
+
+
+def json_source(uri):
+    import json
+
+    return json.dumps({"uri": uri})
+
+
+def test_clip_spikes_caps_a_spike_at_three_medians():
+    kl = [0.0, 0.02, 0.03, 0.025, 3.09]
+    assert tracking.clip_spikes(kl) == pytest.approx(3 * 0.0275)  # median of the positives
+    assert tracking.clip_spikes(kl[:4]) == 0.025  # no spike: unchanged
+    assert tracking.clip_spikes([0.0]) == 0.0 and tracking.clip_spikes([0.0, 0.0]) == 0.0
+    assert tracking.clip_spikes([5.0]) == 5.0  # the first value is its own median
+
+
+def test_ui_links_point_at_the_tracking_server_or_make_ui(monkeypatch):
+    monkeypatch.delenv("MLFLOW_UI_URL", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.run_url("3", "abc") == "http://127.0.0.1:5000/#/experiments/3/runs/abc"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:8080/")
+    assert tracking.ui_base_url() == "http://mlflow.internal:8080"

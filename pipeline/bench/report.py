@@ -103,3 +103,59 @@ def bar_chart(metrics: Mapping[str, Mapping[str, Any]], models: Sequence[str],
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+ROLLUPS = ("all_reasoning", "all_general")
+
+
+def score_keys(entry: Mapping[str, Any]) -> list[str]:
+    """avg@k and the pass@k values of a benchmark entry, in that order."""
+    return ["avg_at_k"] + sorted((k for k in entry if k.startswith("pass_at_")),
+                                 key=lambda k: int(k.rsplit("_", 1)[1]))
+
+
+def headline_metrics(metrics: Mapping[str, Mapping[str, Any]], models: Sequence[str],
+                     final: str) -> dict[str, float]:
+    """The bench run's MLflow summary: every model's scores on the pooled RL groups
+    (``all_reasoning``, ``all_general``) and the ``final`` model's avg@k on each benchmark.
+    The rest (every model x benchmark x domain) is the scores table."""
+    out: dict[str, float] = {}
+    for m in models:
+        for group in ROLLUPS:
+            entry = metrics.get(m, {}).get(group)
+            if entry:
+                out |= {f"{m}.{group}.{k}": entry[k] for k in score_keys(entry)}
+    for bench, entry in metrics.get(final, {}).items():
+        if bench not in ROLLUPS and "avg_at_k" in entry:
+            out[f"{final}.{bench}.avg_at_k"] = entry["avg_at_k"]
+    return out
+
+
+def scores_table(metrics: Mapping[str, Mapping[str, Any]], models: Sequence[str]
+                 ) -> list[dict[str, Any]]:
+    """One row per model x benchmark (domain ``all``) and per model x benchmark x domain, in the
+    order of ``models``."""
+    rows = []
+    for m in models:
+        for bench, entry in sorted(metrics.get(m, {}).items()):
+            cells = [("all", entry)] + sorted(entry.get("domains", {}).items())
+            for domain, cell in cells:
+                rows.append({"model": m, "benchmark": bench, "domain": domain,
+                             **{k: v for k, v in cell.items() if k != "domains"}})
+    return rows
+
+
+def headline_text(metrics: Mapping[str, Mapping[str, Any]], models: Sequence[str],
+                  final: str) -> str:
+    """One sentence: the ``final`` model's avg@k on each pooled RL group, the other models'
+    in brackets, e.g. ``rl_general: reasoning avg@k 23.1% (base 0.0, sft 20.0); ...``."""
+    parts = []
+    for group in ROLLUPS:
+        entry = metrics.get(final, {}).get(group)
+        if not entry or "avg_at_k" not in entry:
+            continue
+        others = ", ".join(f"{m} {100 * metrics[m][group]['avg_at_k']:.1f}" for m in models
+                           if m != final and "avg_at_k" in metrics.get(m, {}).get(group, {}))
+        parts.append(f"{group.removeprefix('all_')} avg@k {100 * entry['avg_at_k']:.1f}%"
+                     + (f" ({others})" if others else ""))
+    return f"{final}: " + ("; ".join(parts) if parts else "no pooled scores") + "."

@@ -8,8 +8,9 @@ stage's domain group); holds back ``holdout_prompts`` of the RL tasks; runs
 :func:`pipeline.rl.trainer.train`; writes ``<out>/`` (final HF folder, resume state kept in
 ``<out>/resume/``), ``<report-dir>/steps.csv`` (DVC plots), ``metrics.json`` (held-out
 accuracy before/after with a paired bootstrap CI, the same for the held-back slice, first-seen
-vs repeat rewards, and ``generalised``) and ``reward_curve.png``; every step is logged to
-MLflow as it happens, and the run's description states whether it generalised.
+vs repeat rewards, and ``generalised``) and ``reward_curve.png``. MLflow gets the
+:data:`CURVES` of every step as it happens (and a spike-clipped KL), the :data:`SUMMARY`
+values, the evaluations as a table; the run's description states whether it generalised.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pipeline.rl.params import RLParams
 from pipeline.rl.prompts import hold_out
 from pipeline.rl.trainer import History, RLRun, train
 from pipeline.schema import TASK, domain_group, validate
-from pipeline.tracking import stage_run
+from pipeline.tracking import clip_spikes, stage_run
 from pipeline.train.determinism import set_deterministic
 from pipeline.verify.reward_model import configure_from
 
@@ -233,6 +234,33 @@ def plot(hist: History, stage: str, path: Path) -> Any:
     return fig
 
 
+# What MLflow charts per step (the rest of each step row is in steps.csv), and the summary
+# values it shows; per-domain detail is in the evals table.
+CURVES = ("reward", "reward_first_seen", "reward_repeat", "accuracy", "kl", "entropy",
+          "grad_norm", "loss", "tokens_trained", "response_len", "truncated_frac",
+          "clip_fraction", "lr", "time_step_s", "tokens_per_s", "eval_accuracy",
+          "holdout_accuracy")
+SUMMARY = ("generalised", "initial_eval_accuracy", "final_eval_accuracy", "eval_accuracy_gain",
+           "eval_accuracy_gain_ci_low", "eval_accuracy_gain_ci_high", "initial_holdout_accuracy",
+           "final_holdout_accuracy", "holdout_accuracy_gain", "holdout_accuracy_gain_ci_low",
+           "holdout_accuracy_gain_ci_high", "final_quarter_reward", "mean_kl", "repeat_share",
+           "prompts_distinct", "steps")
+CHART_NOTE = ("Charts: `kl_clipped` is the KL capped at 3x its running median, so one spike "
+              "does not flatten the curve (`kl` is the raw mean; or set its chart's y-axis to "
+              "log scale). Every per-step value is in `steps.csv`, per-domain held-out "
+              "accuracy in `tables/evals.json`.")
+
+
+def chart_row(row: dict[str, Any], kl_seen: list[float]) -> dict[str, Any]:
+    """The :data:`CURVES` of one step row, plus ``kl_clipped`` (``kl_seen``: the KL values so
+    far, this one appended)."""
+    out = {k: row[k] for k in CURVES if k in row}
+    if "kl" in row:
+        kl_seen.append(float(row["kl"]))
+        out["kl_clipped"] = clip_spikes(kl_seen)
+    return out
+
+
 def main_for(stage: str, group: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run one RL stage end to end (see module docstring); returns metrics.json's content."""
     args = parse_args(argv)
@@ -249,15 +277,17 @@ def main_for(stage: str, group: str, argv: Sequence[str] | None = None) -> dict[
     with stage_run(stage, params) as tracker:
         tracker.dataset(pl.DataFrame(tasks), f"{stage}_tasks", args.tasks)
         run = build_run(params, seed, args.model, train_tasks, default_score_fn(params), held)
+        kl_seen: list[float] = []
         hist = train(run, val, out / "resume", fingerprint(params, seed, args.model, args.tasks),
-                     on_step=lambda s, m: tracker.step(s, **m))
+                     on_step=lambda s, m: tracker.record(s, m, chart_row(m, kl_seen)))
         save_final(run, out)
         tracker.write_steps(reports / "steps.csv")
         metrics = summary(hist, params, seed)
         write_json(reports / "metrics.json", metrics)
-        tracker.metrics(metrics)
+        tracker.metrics({k: metrics[k] for k in SUMMARY if k in metrics})
+        tracker.table(hist.evals, "tables/evals.json")
         tracker.tags({"generalised": metrics["generalised"],
-                      "mlflow.note.content": f"{stage}: {metrics['verdict']}"})
+                      "mlflow.note.content": f"{stage}: {metrics['verdict']}\n\n{CHART_NOTE}"})
         print(f"{stage}: {metrics['verdict']}")
         tracker.figure(plot(hist, stage, reports / "reward_curve.png"), "reward_curve.png")
         tracker.artifact(reports / "steps.csv")

@@ -6,9 +6,13 @@ benchmark per ``source`` family; plus the files named in params ``bench.files``)
 them with the shared verifier, and report avg@k and unbiased pass@k per benchmark and domain.
 
 Writes ``<out-dir>/metrics.json`` (DVC metric), ``table.md`` (models x benchmarks),
-``chart.png``, ``samples.parquet`` (``schema.SAMPLE``); mirrors them to MLflow with the table
-as the run description; registers the ``register.model`` model (rl_general) in the MLflow
-model registry with the bench results attached and alias ``register.alias``.
+``chart.png``, ``samples.parquet`` (``schema.SAMPLE``). In MLflow: a headline sentence and the
+table (the registered model's row first) as the run description, the pooled scores of every
+model and the final model's per-benchmark scores as metrics, every model x benchmark x domain
+score as ``tables/scores.json``, the samples with their prompts (final model first) as
+``samples.json``. Registers the ``register.model`` model (rl_general) in the MLflow model
+registry with a description of what trained it and its scores, and alias
+``register.alias``.
 
     python -m pipeline.stages.bench --bench data/curated/bench.parquet \
         --model base=models/base --model sft=models/selected \
@@ -19,6 +23,7 @@ model registry with the bench results attached and alias ``register.alias``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,11 +34,19 @@ import polars as pl
 
 from pipeline.atomic import atomic_path, write_json, write_parquet, write_text
 from pipeline.bench.loaders import load_benchmark
-from pipeline.bench.report import bar_chart, group_metrics, group_rollup, markdown_table
+from pipeline.bench.report import (
+    bar_chart,
+    group_metrics,
+    group_rollup,
+    headline_metrics,
+    headline_text,
+    markdown_table,
+    scores_table,
+)
 from pipeline.bench.sampling import Sampling, sample_checkpoint
 from pipeline.params import load_section, load_seed
 from pipeline.schema import SAMPLE, TASK, frame, validate
-from pipeline.tracking import stage_run
+from pipeline.tracking import BENCH_METRIC_BUDGET, git_commit, stage_run
 from pipeline.verify.reward_model import configure_from
 
 log = logging.getLogger("bench")
@@ -111,6 +124,20 @@ def evaluate(name: str, path: str, tasks: list[dict], p: BenchParams, seed: int,
                              desc=f"bench {name}")
 
 
+def samples_table(samples: Sequence[dict], tasks: Sequence[dict], owner: dict[str, str],
+                  order: Sequence[str]) -> pl.DataFrame:
+    """The samples with their benchmark and prompt, the models in ``order`` (the final model
+    first), then by benchmark, problem and sample."""
+    prompt = {t["id"]: t["prompt"] for t in tasks}
+    rank = {m: i for i, m in enumerate(order)}
+    rows = sorted(samples, key=lambda s: (rank.get(s["model"], len(rank)), owner[s["task_id"]],
+                                          s["task_id"], s["sample_index"]))
+    cols = ("model", "benchmark", "task_id", "domain", "prompt", "response", "reward",
+            "correct", "reason", "tokens", "finish_reason")
+    return pl.DataFrame([{**s, "benchmark": owner[s["task_id"]], "prompt": prompt[s["task_id"]]}
+                         for s in rows]).select(cols) if rows else pl.DataFrame()
+
+
 def parse_models(items: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
@@ -121,6 +148,11 @@ def parse_models(items: Sequence[str]) -> dict[str, str]:
             raise SystemExit(f"--model {name}: {path} is not an HF checkpoint (no config.json)")
         out[name] = path
     return out
+
+
+def params_digest(path: Path) -> str:
+    """The first 12 hex digits of the params file's SHA-256: which settings trained the model."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -136,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     seed = load_seed(a.params)
     models = parse_models(a.model)
     tasks, owner, skipped = load_sets(a.bench, p, seed)
-    with stage_run("bench", p) as run:
+    with stage_run("bench", p, metric_budget=BENCH_METRIC_BUDGET) as run:
         run.dataset(pl.DataFrame(tasks), "bench", str(a.bench))
         samples = [s for name, path in models.items()
                    for s in evaluate(name, path, tasks, p, seed, run)]
@@ -153,17 +185,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         fig = bar_chart(metrics, names)
         with atomic_path(a.out_dir / "chart.png") as tmp:
             fig.savefig(tmp, format="png", dpi=120)
-        run.metrics({k: v for k, v in metrics.items() if not k.startswith("_")})
-        run.tags({"mlflow.note.content": table})
+        reg = p.register
+        final = reg.model if reg.model in models else names[-1]
+        order = [final] + [m for m in reversed(names) if m != final]
+        headline = headline_text(metrics, names, final)
+        scores = headline_metrics(metrics, names, final)
+        run.metrics(scores)
+        run.tags({"headline": headline,
+                  "mlflow.note.content": f"**{headline}**\n\n{markdown_table(metrics, order)}"})
         run.figure(fig, "chart.png")
-        run.table(frame(samples, SAMPLE), "samples.json")
+        run.table(scores_table(metrics, order), "tables/scores.json")
+        run.table(samples_table(samples, tasks, owner, order), "samples.json")
         run.artifact(a.out_dir / "table.md")
         run.artifact(a.out_dir / "metrics.json")
-        reg = p.register
         if reg.enabled and reg.model in models and run.run is not None:
-            from pipeline.bench.registry import register_model
+            from pipeline.bench.registry import Provenance, register_model
 
-            v = register_model(models[reg.model], reg.name, reg.alias, metrics[reg.model])
+            prov = Provenance(stage=reg.model, run_id=run.run_id, commit=git_commit(),
+                              params_digest=params_digest(a.params), headline=headline)
+            mine = {f"summary/{k}": v for k, v in scores.items() if k.startswith(f"{final}.")}
+            v = register_model(models[reg.model], reg.name, reg.alias, metrics[reg.model], prov,
+                               linked=mine)
             print(f"registered {reg.name} version {v.version} alias {reg.alias}")
         elif reg.enabled:
             log.warning("model not registered (tracking off or no --model %s)", reg.model)

@@ -23,7 +23,7 @@ from pipeline.curation.config import CurateParams
 from pipeline.curation.core import CurateResult, check_bad_share, curate
 from pipeline.curation.ingest import file_candidates, generator_candidates, user_frame_for_logging
 from pipeline.params import load_section, load_seed
-from pipeline.tracking import StageRun, stage_run
+from pipeline.tracking import StageRun, rows_of, stage_run
 
 __all__ = ["CurateParams", "main", "gather_candidates"]
 OUTPUTS = ("sft", "rl", "val", "bench", "quarantine", "dropped")
@@ -54,6 +54,28 @@ def _metric_safe(stats: dict[str, Any]) -> dict[str, Any]:
     return {re.sub(r"[^\w\-./ ]", "_", str(k)): _metric_safe(v) for k, v in stats.items()}
 
 
+def headline(stats: dict[str, Any]) -> dict[str, Any]:
+    """The curate run's MLflow metrics: totals, split sizes, drop and quarantine reasons, rows
+    kept per domain. Counts per origin and per domain and split go to tables."""
+    kept_by_domain = {d: sum(c.values()) for d, c in stats["by_domain_split"].items()}
+    keys = ("rows_in", "kept", "dropped", "quarantined", "balanced", "by_split",
+            "dropped_by_reason", "quarantined_by_reason")
+    return {**{k: stats[k] for k in keys if k in stats}, "kept_by_domain": kept_by_domain}
+
+
+def tables(stats: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Detail tables: per origin (in / kept / dropped / quarantined) and per domain (kept per
+    split, dropped per reason)."""
+    domains = sorted(set(stats["by_domain_split"]) | set(stats["dropped_by_domain_reason"]))
+    per_domain = [{"domain": d,
+                   **{f"kept.{k}": v for k, v in stats["by_domain_split"].get(d, {}).items()},
+                   **{f"dropped.{k}": v
+                      for k, v in stats["dropped_by_domain_reason"].get(d, {}).items()}}
+                  for d in domains]
+    return {"tables/by_origin.json": rows_of(stats["by_origin"], "origin"),
+            "tables/by_domain.json": per_domain}
+
+
 def _log(run: StageRun, params: CurateParams, result: CurateResult, out_dir: Path) -> None:
     for spec in params.user_files:
         run.dataset(
@@ -66,7 +88,10 @@ def _log(run: StageRun, params: CurateParams, result: CurateResult, out_dir: Pat
             source=str(out_dir / f"{name}.parquet"),
             context="output",
         )
-    run.metrics(_metric_safe(result.stats))
+    run.metrics(headline(_metric_safe(result.stats)))
+    for name, rows in tables(result.stats).items():
+        if rows:
+            run.table(rows, name)
     if result.pairs.height:
         run.table(result.pairs, "dropped_pairs.json")
     run.artifact(out_dir / "stats.json")

@@ -37,7 +37,7 @@ from pipeline.bench.sampling import Sampling, pass_rates, sample_checkpoint
 from pipeline.params import load_section, load_seed
 from pipeline.schema import TASK, domain_group, validate
 from pipeline.selection.difficulty import Bands, count_by, filter_pool
-from pipeline.tracking import stage_run
+from pipeline.tracking import rows_of, stage_run
 from pipeline.verify.reward_model import configure_from
 
 log = logging.getLogger("difficulty")
@@ -200,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             fig.savefig(tmp, format="png", dpi=120)
         st = stats(df.height, kept, dropped)
         write_json(a.report_dir / "stats.json", st)
-        run.metrics(st)
+        run.metrics({k: v for k, v in st.items() if k != "by_domain"})
+        run.table(rows_of(st["by_domain"], "domain"), "tables/by_domain.json")
         run.figure(fig, "pass_rates.png")
         run.table(hist, "pass_rates.json")
         run.artifact(a.report_dir / "stats.json")

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from pipeline.atomic import write_json, write_parquet
 from pipeline.params import load_section, load_seed
 from pipeline.schema import TASK, TRACE, frame, validate
-from pipeline.tracking import stage_run
+from pipeline.tracking import rows_of, stage_run
 from pipeline.verify.reward_model import configure_from
 
 log = logging.getLogger("distill")
@@ -163,6 +163,14 @@ def stats(tasks: Sequence[Mapping[str, Any]], accepted: list[dict], rejected: li
     }
 
 
+def headline(st: dict[str, Any]) -> dict[str, Any]:
+    """The distill run's MLflow metrics: counts, coverage, drops by reason, the domain mix.
+    Token counts per domain go to a table."""
+    keys = ("tasks", "candidates", "accepted", "prompts_covered", "prompt_coverage",
+            "rejected", "domain_mix")
+    return {k: st[k] for k in keys}
+
+
 def distill(
     tasks: Sequence[Mapping[str, Any]], teacher: Teacher, scorer: Scorer,
     count_tokens: Callable[[str], int], teacher_name: str, p: DistillParams,
@@ -243,8 +251,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_parquet(a.out_dir / "traces.parquet", frame(accepted, TRACE))
         write_parquet(a.out_dir / "rejected.parquet", frame(rejected, REJECTED))
         write_json(a.out_dir / "stats.json", st)
-        run.metrics({k: v for k, v in st.items() if k != "rejected_detail"})
+        run.metrics(headline(st))
         run.artifact(a.out_dir / "stats.json")
+        if st["tokens_per_domain"]:
+            run.table(rows_of(st["tokens_per_domain"], "domain"), "tables/tokens_per_domain.json")
         if accepted:
             run.table(frame(accepted[:50], TRACE), "sample_traces.json")
         log.info("distill: %d accepted, rejected %s", st["accepted"], st["rejected"])

@@ -135,7 +135,7 @@ class StageHooks(Hooks):
                                      self.p.eval_max_new_tokens, self.p.eval_batch_size)
                 self.run.table(ev.pop("samples"), f"eval/epoch_{epoch + 1}.json")
                 result.update(ev)
-                self.run.metrics({"eval_accuracy": ev["accuracy"]})
+                self.run.log_at(state.step, {"eval_accuracy": ev["accuracy"]})
                 log.info("epoch %d: greedy accuracy %.3f on %d held-out tasks", epoch + 1,
                          ev["accuracy"], ev["n"])
         if torch.distributed.is_initialized():
@@ -210,8 +210,20 @@ def write_reports(report_dir: Path, res: dict[str, Any], run: StageRun) -> dict[
     with atomic_path(report_dir / "loss.png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     run.figure(fig, "loss.png")
-    run.metrics({k: v for k, v in metrics.items() if k != "eval_accuracy_per_domain"})
+    run.metrics(headline(metrics))
+    per_epoch = [{"epoch": e, "accuracy": metrics["eval_accuracy"][e], **domains}
+                 for e, domains in metrics["eval_accuracy_per_domain"].items()]
+    if per_epoch:
+        run.table(per_epoch, "tables/eval_accuracy_per_epoch.json")
     return metrics
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The SFT run's MLflow summary; accuracy per epoch and domain is the ``eval_accuracy``
+    curve and a table."""
+    keys = ("first_loss", "final_loss", "steps", "tokens", "samples", "dropped_too_long",
+            "tokens_per_s", "final_eval_accuracy")
+    return {k: metrics[k] for k in keys}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
