@@ -20,6 +20,7 @@ import yaml
 from pipeline.curation.config import CurateParams
 from pipeline.model import ModelParams
 from pipeline.params import build
+from pipeline.rl.params import RLParams
 from pipeline.stages.bench import BenchParams
 from pipeline.stages.difficulty import DifficultyParams
 from pipeline.stages.distill import DistillParams
@@ -39,11 +40,15 @@ SECTIONS: list[tuple[str, type]] = [
     ("difficulty", DifficultyParams),
     ("bench", BenchParams),
     ("reward_model", RewardModelParams),
+    ("rl_reasoning", RLParams),
 ]
 # Keys that describe the data rather than tune a component: which generators and user files,
 # and per-domain split overrides (curate rejects an override for a domain without rows, so the
 # only default valid for every data set is "no override").
-DATA_KEYS = {"curate.generators", "curate.user_files", "curate.split_by_domain"}
+# rl_reasoning.domain_mix names the reasoning domains of this data set (the default, no weights,
+# is valid for any).
+DATA_KEYS = {"curate.generators", "curate.user_files", "curate.split_by_domain",
+             "rl_reasoning.domain_mix"}
 
 
 def plain(value: Any) -> Any:
@@ -105,6 +110,15 @@ def test_dataclass_defaults_equal_params_yaml(section, cls):
     assert section in raw, f"params.yaml has no section {section!r}"
     problems = list(disagreements(cls, raw[section], section))
     assert not problems, "\n".join(problems)
+
+
+def test_rl_general_sets_every_key():
+    # Both RL stages load RLParams, whose defaults are rl_reasoning's; rl_general may differ
+    # from them but must state every key, so no default silently applies to it.
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    missing = [p for p in disagreements(RLParams, raw["rl_general"], "rl_general", set())
+               if "missing from params.yaml" in p]
+    assert not missing, "\n".join(missing)
 
 
 @dataclasses.dataclass(frozen=True)

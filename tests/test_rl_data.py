@@ -55,6 +55,18 @@ def test_domain_mix_keeps_a_queue_per_domain():
         PromptStream(tasks, "epochs", {"c": 1.0}, seed=2)
 
 
+def test_domain_mix_warns_about_pool_domains_it_leaves_out(caplog):
+    tasks = pool({"a": 4, "b": 5})
+    with caplog.at_level("WARNING", logger="rl"):
+        s = PromptStream(tasks, "epochs", {"a": 1.0, "c": 1.0}, seed=2)
+    assert "['b']" in caplog.text and "never drawn" in caplog.text
+    assert {t["domain"] for t in s.take(12)[0]} == {"a"}
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rl"):
+        PromptStream(tasks, "epochs", {"a": 1.0, "b": 2.0}, seed=2)
+    assert caplog.text == ""
+
+
 @pytest.mark.parametrize("order", ["epochs", "with_replacement"])
 def test_advance_rebuilds_the_stream_and_its_counts(order):
     tasks = pool({"a": 5, "b": 6})
@@ -106,9 +118,13 @@ def test_enough_signal_counts_only_groups_with_variance():
     assert _enough_signal(p, ro, zero_var)  # 20 + 10 tokens with signal = Φ
     assert not _enough_signal(RLParams(prompts_per_step=2, samples_per_prompt=2,
                                        token_budget=31), ro, zero_var)
-    # minibatch granularity: Φ per optimizer step
+    # minibatch granularity: Φ per optimizer step, two updates need 2Φ
     assert not _enough_signal(RLParams(prompts_per_step=2, samples_per_prompt=2, token_budget=30,
-                                       budget_granularity="minibatch"), ro, zero_var)
+                                       budget_granularity="minibatch", updates_per_rollout=2),
+                              ro, zero_var)
+    assert _enough_signal(RLParams(prompts_per_step=2, samples_per_prompt=2, token_budget=30,
+                                   budget_granularity="minibatch", updates_per_rollout=1),
+                          ro, zero_var)
     # other normalisers: L groups with signal
     assert _enough_signal(RLParams(prompts_per_step=2, samples_per_prompt=2,
                                    normaliser="token_mean"), ro, zero_var)

@@ -61,7 +61,8 @@ def make_run(params: RLParams, seed: int = 3, score_fn=toy_score, model_dir: str
 
 
 SMALL = dict(steps=2, prompts_per_step=4, samples_per_prompt=4, max_new_tokens=24,
-             eval_tasks=8, eval_every=2, checkpoint_every=2)
+             eval_tasks=8, eval_samples=1, eval_every=2, checkpoint_every=2,
+             holdout_prompts=0, max_rollout_rounds=1)
 
 
 @pytest.fixture(autouse=True)
@@ -73,8 +74,9 @@ def test_two_steps_change_every_parameter_with_exact_budget():
     # Large budget share, no zero-variance dropping and strong MoE losses: every tensor gets
     # a gradient (balance loss reaches every router row; many tokens reach every expert).
     p = RLParams(**{**SMALL, "prompts_per_step": 8}, token_budget=240, drop_zero_variance=False,
-                 deepspeed=True,
-                 balance_coef=1e-2, z_coef=1e-3, optim=RLOptim(lr=1e-2, zero_stage=1))
+                 deepspeed=True, updates_per_rollout=2,
+                 balance_coef=1e-2, z_coef=1e-3,
+                 optim=RLOptim(lr=1e-2, zero_stage=1, warmup_ratio=0.0))
     run = make_run(p)
     before = {n: t.detach().clone() for n, t in run.updater.module.named_parameters()}
     rows = [rl_step(run, s) for s in (1, 2)]
@@ -117,7 +119,7 @@ def test_second_update_sees_a_real_ratio():
     # updates_per_rollout=2 on the same Φ tokens: old log-probs are from before update 1, so
     # update 2's ratio differs from 1 (update 1's is exactly 1).
     p = RLParams(**SMALL, token_budget=80, drop_zero_variance=False, deepspeed=False,
-                 updates_per_rollout=2, optim=RLOptim(lr=2e-2))
+                 updates_per_rollout=2, optim=RLOptim(lr=2e-2, warmup_ratio=0.0))
     row = rl_step(make_run(p), 1)
     assert row["optimizer_steps"] == 2
     assert abs(row["ratio_mean"] - 1.0) > 1e-4
@@ -298,8 +300,9 @@ def test_dynamic_sampling_rolls_out_until_the_budget_holds_signal():
         return [Score(float(int(t["id"]) % 2 == 0 and i % 2 == 0), True, "")
                 for i, (t, _) in enumerate(zip(tasks, texts, strict=True))]
 
-    base = dict(SMALL, prompts_per_step=2)
-    one = rl_step(make_run(RLParams(**base, token_budget=200, deepspeed=False),
+    base = {k: v for k, v in SMALL.items() if k != "max_rollout_rounds"} | {"prompts_per_step": 2}
+    one = rl_step(make_run(RLParams(**base, token_budget=200, deepspeed=False,
+                                    max_rollout_rounds=1),
                            score_fn=score_fn), 1)
     assert one["rollout_rounds"] == 1 and one["prompts_drawn"] == 2
     run = make_run(RLParams(**base, token_budget=200, deepspeed=False, max_rollout_rounds=4),
@@ -370,7 +373,7 @@ def _child_main(model_dir: str, resume: str, out: str) -> None:
     """4 DeepSpeed steps with checkpoints every 2; writes the history and a weight digest."""
     torch.set_num_threads(1)
     p = RLParams(**{**SMALL, "steps": 4}, token_budget=100, deepspeed=True,
-                 optim=RLOptim(lr=5e-3, zero_stage=1), updates_per_rollout=2,
+                 optim=RLOptim(lr=5e-3, zero_stage=1, warmup_ratio=0.0), updates_per_rollout=2,
                  budget_granularity="minibatch", walk_order="shuffled")
     run = make_run(p, model_dir=model_dir)
     hist = train(run, toy_tasks()[:8], Path(resume), fingerprint="test")

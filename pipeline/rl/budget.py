@@ -1,6 +1,6 @@
 """Group advantages and the C3PO token-budget selector (pure, numpy only).
 
-Step 2-3 of C3PO (see ``docs/rl.md`` and ``/work/shared/RECIPE.md``):
+Steps 2-3 of C3PO (``docs/rl.md``; Ring-lite, arXiv 2506.14731, section on C3PO):
 
 1. advantages over ALL K responses of a prompt: A_i = (R_i - mean R) / (std R + eps), with the
    population std (ddof 0); a group whose rewards are all equal has A = 0 and is flagged;

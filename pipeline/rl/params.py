@@ -20,14 +20,14 @@ from pipeline.rl.prompts import PromptOrder
 class RLOptim:
     """Optimizer / DeepSpeed settings (fields of ``pipeline.train.deepspeed_engine.OptimParams``)."""
 
-    lr: float = 3e-4
+    lr: float = 1e-4
     weight_decay: float = 0.0
-    betas: tuple[float, ...] = (0.9, 0.99)
+    betas: tuple[float, ...] = (0.9, 0.999)
     eps: float = 1e-8
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = 0.15
     min_lr_ratio: float = 1.0  # 1.0 = constant lr after warm-up
     grad_clip: float = 1.0
-    zero_stage: int = 1
+    zero_stage: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
@@ -35,8 +35,8 @@ class RLOptim:
 class RLParams:
     """One RL stage: rollout, reward, C3PO update, evaluation and checkpoint cadence."""
 
-    steps: int = 30  # RL steps (one rollout batch each)
-    prompts_per_step: int = 8  # L
+    steps: int = 60  # RL steps (one rollout batch each)
+    prompts_per_step: int = 32  # L
     samples_per_prompt: int = 8  # K
     max_new_tokens: int = 128
     temperature: float = 1.0
@@ -49,27 +49,27 @@ class RLParams:
     # Dynamic sampling: while the step's groups with reward variance hold fewer than Φ tokens
     # (budget normaliser; L groups otherwise), roll out another L prompts, at most this many
     # rounds in all. 1 = one rollout of L prompts per step.
-    max_rollout_rounds: int = 1
+    max_rollout_rounds: int = 3
     # A seeded slice of the pool never trained on, scored every eval_every steps with
     # holdout_samples samples at the rollout decoding (0 = none).
-    holdout_prompts: int = 0
+    holdout_prompts: int = 150
     holdout_samples: int = 4
     # Placebo control: rewards shuffled within each group before the advantages (same group
     # means, same zero-variance groups, zero expected gradient). Logged rewards stay the real ones.
     placebo: bool = False
     # Φ: tokens trained per optimizer step when normaliser == "budget".
-    token_budget: int = 1536
+    token_budget: int = 8192
     # "step": one selection of Φ tokens per rollout batch, reused by every update (PPO epochs);
     # "minibatch": the walk fills updates_per_rollout mini-batches of Φ tokens each.
     budget_granularity: Literal["step", "minibatch"] = "step"
-    updates_per_rollout: int = 2  # optimizer steps per rollout batch (ratio/clip real from #2)
+    updates_per_rollout: int = 1  # optimizer steps per rollout batch (ratio/clip real from #2)
     walk_order: WalkOrder = "interleaved"
     drop_zero_variance: bool = True  # remove all-equal-reward groups before the budget walk
     normaliser: Normaliser = "budget"  # budget (C3PO) | token_mean (DAPO) | seq_mean (GRPO)
     clip_eps: float = 0.2
     kl_coef: float = 1e-3  # β, against the frozen start model
     kl_estimator: KlEstimator = "k3"  # k1 | k2 | k3 (pipeline/rl/c3po.py)
-    entropy_coef: float = 5e-4  # α_ent, exploration bonus (subtracted)
+    entropy_coef: float = 0.0  # α_ent, exploration bonus (subtracted)
     balance_coef: float = 1e-5  # α_bal, MoE load balance
     z_coef: float = 1e-7  # α_z, router z-loss
     adv_eps: float = 1e-6
@@ -80,11 +80,11 @@ class RLParams:
     deterministic: bool = True
     engine: Literal["torch", "vllm"] = "torch"
     forward_rows: int = 32  # rows per length-sorted forward chunk (scoring and update)
-    eval_every: int = 10  # held-out eval every N steps (and at step 0 and the end)
-    eval_tasks: int = 64  # held-out tasks of the stage's domain group (a stratified sample)
-    eval_samples: int = 1  # samples per held-out task (avg@k, with its standard error)
-    eval_temperature: float = 0.0  # 0 = greedy
-    eval_top_p: float = 1.0
+    eval_every: int = 60  # held-out eval every N steps (and at step 0 and the end)
+    eval_tasks: int = 350  # held-out tasks of the stage's domain group (a stratified sample)
+    eval_samples: int = 4  # samples per held-out task (avg@k, with its standard error)
+    eval_temperature: float = 1.0  # 0 = greedy
+    eval_top_p: float = 0.95
     checkpoint_every: int = 10  # resume state every N steps (0 = only at the end)
     reward_workers: int = 2
     reward_timeout_s: float = 10.0

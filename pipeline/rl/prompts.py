@@ -23,6 +23,7 @@ to prompts of the same kind it was not shown.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 PromptOrder = Literal["epochs", "with_replacement"]
+log = logging.getLogger("rl")
 PROMPT_ORDERS: tuple[str, ...] = ("epochs", "with_replacement")
 
 
@@ -82,6 +84,10 @@ class PromptStream:
             if not domains:
                 raise ValueError(f"domain_mix {dict(mix)} names no domain present in the tasks "
                                  f"({sorted(by_domain)})")
+            if left := sorted(set(by_domain) - set(domains)):
+                log.warning("domain_mix %s leaves out the pool's domains %s: their prompts are "
+                            "never drawn (name them in domain_mix to train on them)",
+                            dict(mix), left)
             w = np.array([mix[d] for d in domains], dtype=np.float64)
             self._weights: np.ndarray | None = w / w.sum()
             self._queues = [by_domain[d] for d in domains]

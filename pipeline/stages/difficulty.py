@@ -56,8 +56,8 @@ class DifficultyParams:
     min_pass_rate: float = 0.0  # at or below = never solved; the teacher decides
     max_unsolved_share: float = 0.0  # cap on never-solved, teacher-solvable prompts kept
     # domain group (reasoning | general) -> prompts scored, a seeded subset (absent or 0 = all)
-    max_prompts: Mapping[str, int] = field(default_factory=dict)
-    unscored: Literal["drop", "keep"] = "drop"  # what happens to prompts beyond max_prompts
+    max_prompts: Mapping[str, int] = field(default_factory=lambda: {"reasoning": 900})
+    unscored: Literal["drop", "keep"] = "keep"  # what happens to prompts beyond max_prompts
     batch_prompts: int = 64
 
     def __post_init__(self) -> None:
