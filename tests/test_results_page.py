@@ -37,6 +37,23 @@ def test_targets_are_computed_from_the_check():
     weak = json.loads(json.dumps(PROBE))
     weak["models"]["rl_reasoning"]["all_reasoning"].update(diff=5.5, ci_low=-0.5)
     assert page.targets(weak, {})[0][2] == "**not met**"  # +5.5 but the CI reaches below 0
+    within = {"diff": -0.8, "ci_low": -2.0, "ci_high": 0.4}
+    assert page.targets(PROBE, {}, within)[1] == (
+        "the placebo of rl_reasoning's defaults moves fresh reasoning by <= 1 point",
+        "-0.8 (95% CI -2.0 to +0.4)", "met")
+    assert page.targets(PROBE, {}, {**within, "diff": -4.7})[1][2] == "**not met**"
+
+
+def test_placebo_arm_is_read_from_the_controls_record(tmp_path):
+    assert page.placebo_arm(tmp_path) is None
+    rec = tmp_path / "reports/experiments/placebo/arms.json"
+    rec.parent.mkdir(parents=True)
+    fresh = {"all_reasoning": {"diff": -3.0, "ci_low": -4.0, "ci_high": -2.0}}
+    rec.write_text(json.dumps({"arms": {
+        "start": {"fresh": {"all_reasoning": {"avg": 20.0}}},
+        "real": {"overrides": {}, "fresh": {"all_reasoning": {"diff": 2.0}}},
+        "placebo": {"overrides": {"placebo": True}, "fresh": fresh}}}))
+    assert page.placebo_arm(tmp_path) == fresh["all_reasoning"]
 
 
 def _tree(tmp_path: Path) -> Path:
