@@ -210,14 +210,17 @@ def mlflow_links(mlflow, parent_id: str, stages: list[str]) -> Links:
 
 def record_timing(repo: Path, order: list[str], results: list[StageResult]) -> Path | None:
     """``reports/pipeline/timing.json`` (git-tracked): per-stage seconds of a run in which every
-    stage of the DAG ran, with the commit and the machine's core count; runs that skipped or
+    stage of the DAG ran, with the commit, the machine's core count and load; runs that skipped or
     left out a stage keep the last full record."""
     if [r.stage for r in results] != order or any(r.status != "ran" for r in results):
         return None
     path = repo / "reports" / "pipeline" / "timing.json"
     write_json(path, {
         "commit": git_commit(repo), "date": time.strftime("%Y-%m-%d %H:%M"),
-        "cpu_count": os.cpu_count(), "seconds": {r.stage: round(r.seconds, 1) for r in results},
+        "cpu_count": os.cpu_count(),
+        # 1/5/15-min load average as the run ends: about the core count when it ran alone
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "seconds": {r.stage: round(r.seconds, 1) for r in results},
         "total_seconds": round(sum(r.seconds for r in results), 1)})
     return path
 

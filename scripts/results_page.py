@@ -144,7 +144,13 @@ def page(root: Path) -> str:
         lines.append(f"- `{stage}` ({m['steps']} steps, {m.get('prompts_drawn', '?')} prompt "
                      f"draws, {100 * m.get('repeat_share', 0):.0f}% repeats): {m['verdict']}")
     lines += ["", "## Bench (40 problems per benchmark)", "", bench.strip(), "",
-              "## Stage times", "", "| stage | seconds |", "|---|---:|"]
+              "## Stage times", ""]
+    if "load_avg" in timing:
+        lines += [f"Load average as the run ended (1, 5, 15 min): "
+                  f"{', '.join(f'{x:.1f}' for x in timing['load_avg'])} on "
+                  f"{timing.get('cpu_count', '?')} cores (about the core count when the pipeline "
+                  "ran alone; more means other work shared the machine).", ""]
+    lines += ["| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in timing.get("seconds", {}).items()]
     lines += [f"| **total** | {timing.get('total_seconds', float('nan')):.1f} |", ""]
     return "\n".join(lines)

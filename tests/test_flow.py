@@ -38,6 +38,7 @@ def test_flow_runs_stages_in_dag_order_then_skips_them(tmp_path):
     timing = json.loads((root / "reports/pipeline/timing.json").read_text())
     assert list(timing["seconds"]) == ["make_numbers", "sum_numbers"]
     assert timing["total_seconds"] == pytest.approx(sum(timing["seconds"].values()), abs=0.2)
+    assert len(timing["load_avg"]) == 3 and timing["cpu_count"] == os.cpu_count()
 
     second = run_flow(root)
     assert second.returncode == 0, second.stdout + second.stderr

@@ -60,6 +60,7 @@ def _tree(tmp_path: Path) -> Path:
     for rel, content in {
         "reports/probe/gains.json": PROBE,
         "reports/pipeline/timing.json": {"commit": "abc", "date": "d", "cpu_count": 2,
+                                         "load_avg": [3.14, 2.5, 2.0],
                                          "seconds": {"curate": 1.0}, "total_seconds": 1.0},
         "reports/select/metrics.json": {"chosen_epoch": 9, "chosen_entropy": 0.2},
         "reports/rl_reasoning/metrics.json": {"steps": 3, "verdict": "generalised: x."},
@@ -84,6 +85,7 @@ def test_page_and_block_are_written_then_checked(tmp_path):
     assert "| rl_reasoning | 26.0 (+6.0; +4.0 to +8.0)" in readme
     results = (root / "docs/results.md").read_text()
     assert "epoch 9" in results and "generalised: x." in results and "| sft | 1.0 |" in results
+    assert "(1, 5, 15 min): 3.1, 2.5, 2.0 on 2 cores" in results
     assert page.main(["--root", str(root), "--check"]) == 0
     (root / "reports/rl_reasoning/metrics.json").write_text(json.dumps(
         {"steps": 3, "verdict": "changed."}))
