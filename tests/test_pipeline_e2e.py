@@ -106,18 +106,6 @@ def test_tiny_recipe_end_to_end_then_cached(project):
     bench = json.loads((root / "reports/bench/metrics.json").read_text())
     assert set(bench) >= {"base", "sft", "rl_reasoning", "rl_general"}
     assert "all_reasoning" in bench["sft"] and "all_general" in bench["sft"]
-    # each stage's DVC metric is a short headline file; its numbers are the detail file's
-    headline = json.loads((root / "reports/bench/headline.json").read_text())
-    assert headline["rl_general.all_reasoning"] == bench["rl_general"]["all_reasoning"]["avg_at_k"]
-    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for stage, spec in dvc.items():
-        (path,) = [next(iter(m)) for m in spec["metrics"]]
-        values = json.loads((root / path).read_text())
-        assert path.endswith("headline.json") and 1 <= len(values) <= 8, (stage, values)
-    shown = subprocess.run([str(VENV_BIN / "dvc"), "metrics", "show", "--json"], cwd=root,
-                           capture_output=True, text=True, env=env)
-    assert shown.returncode == 0, shown.stderr
-    assert "reports/rl_reasoning/headline.json" in shown.stdout
 
     from mlflow.tracking import MlflowClient
 

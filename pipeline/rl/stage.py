@@ -245,9 +245,6 @@ SUMMARY = ("generalised", "initial_eval_accuracy", "final_eval_accuracy", "eval_
            "final_holdout_accuracy", "holdout_accuracy_gain", "holdout_accuracy_gain_ci_low",
            "holdout_accuracy_gain_ci_high", "final_quarter_reward", "mean_kl", "repeat_share",
            "prompts_distinct", "steps")
-# the stage's DVC metric file (`dvc metrics show`); the rest stays in metrics.json
-HEADLINE = ("final_eval_accuracy", "eval_accuracy_gain", "eval_accuracy_gain_ci_low",
-            "generalised")
 CHART_NOTE = ("Charts: `kl_clipped` is the KL capped at 3x its running median, so one spike "
               "does not flatten the curve (`kl` is the raw mean; or set its chart's y-axis to "
               "log scale). Every per-step value is in `steps.csv`, per-domain held-out "
@@ -287,8 +284,6 @@ def main_for(stage: str, group: str, argv: Sequence[str] | None = None) -> dict[
         tracker.write_steps(reports / "steps.csv")
         metrics = summary(hist, params, seed)
         write_json(reports / "metrics.json", metrics)
-        write_json(reports / "headline.json",  # the DVC metric (`dvc metrics show`)
-                   {k: metrics[k] for k in HEADLINE if k in metrics})
         tracker.metrics({k: metrics[k] for k in SUMMARY if k in metrics})
         tracker.table(hist.evals, "tables/evals.json")
         tracker.tags({"generalised": metrics["generalised"],

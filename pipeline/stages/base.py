@@ -149,8 +149,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             stats = {"copied_from": str(Path(params.source).resolve())}
         stats |= {"source": params.source, "seconds": round(time.time() - t0, 2)}
         write_json(args.report_dir / "stats.json", stats)
-        write_json(args.report_dir / "headline.json",  # the DVC metric (`dvc metrics show`)
-                   {k: stats[k] for k in ("params_total", "params_active") if k in stats})
         run.metrics(stats)
         run.artifact(args.report_dir / "stats.json")
     return stats

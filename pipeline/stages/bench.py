@@ -181,9 +181,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         table = markdown_table(metrics, names)
         write_parquet(a.out_dir / "samples.parquet", frame(samples, SAMPLE))
         write_json(a.out_dir / "metrics.json", metrics)
-        write_json(a.out_dir / "headline.json",  # the DVC metric (`dvc metrics show`)
-                   {f"{m}.{g}": metrics[m][g]["avg_at_k"] for m in models
-                    for g in ("all_reasoning", "all_general") if g in metrics.get(m, {})})
         write_text(a.out_dir / "table.md", table)
         fig = bar_chart(metrics, names)
         with atomic_path(a.out_dir / "chart.png") as tmp:

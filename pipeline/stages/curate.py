@@ -117,8 +117,6 @@ def main(argv: list[str] | None = None) -> None:
         for name in OUTPUTS:
             write_parquet(out / f"{name}.parquet", result.frames[name])
         write_json(out / "stats.json", result.stats)
-        write_json(out / "headline.json",  # the DVC metric (`dvc metrics show`)
-                   {k: result.stats[k] for k in ("kept", "dropped", "quarantined")})
         _log(run, params, result, out)
         s = result.stats
         print(

@@ -200,8 +200,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             fig.savefig(tmp, format="png", dpi=120)
         st = stats(df.height, kept, dropped)
         write_json(a.report_dir / "stats.json", st)
-        write_json(a.report_dir / "headline.json",  # the DVC metric (`dvc metrics show`)
-                   {k: st[k] for k in ("kept", "dropped", "mean_pass_rate") if k in st})
         run.metrics({k: v for k, v in st.items() if k != "by_domain"})
         run.table(rows_of(st["by_domain"], "domain"), "tables/by_domain.json")
         run.figure(fig, "pass_rates.png")

@@ -251,8 +251,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_parquet(a.out_dir / "traces.parquet", frame(accepted, TRACE))
         write_parquet(a.out_dir / "rejected.parquet", frame(rejected, REJECTED))
         write_json(a.out_dir / "stats.json", st)
-        write_json(a.out_dir / "headline.json",  # the DVC metric (`dvc metrics show`)
-                   {"accepted": st["accepted"], "prompt_coverage": st["prompt_coverage"]})
         run.metrics(headline(st))
         run.artifact(a.out_dir / "stats.json")
         if st["tokens_per_domain"]:

@@ -191,8 +191,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                    "chosen_val_accuracy": c.accuracy, "in_band": choice.in_band,
                    "checkpoints": len(rows), "band_low": p.band_low, "band_high": p.band_high}
         write_json(a.report_dir / "metrics.json", metrics)
-        write_json(a.report_dir / "headline.json",  # the DVC metric (`dvc metrics show`)
-                   {k: metrics[k] for k in ("chosen_epoch", "chosen_entropy")})
         fig = plot(table, p, c.epoch)
         with atomic_path(a.report_dir / "entropy.png") as tmp:
             fig.savefig(tmp, format="png", dpi=120)

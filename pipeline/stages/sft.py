@@ -206,8 +206,6 @@ def write_reports(report_dir: Path, res: dict[str, Any], run: StageRun) -> dict[
     run.steps = [dict(h) for h in state.history]  # after a resume: the whole history
     run.write_steps(report_dir / "steps.csv")
     write_json(report_dir / "metrics.json", metrics)
-    write_json(report_dir / "headline.json",  # the DVC metric (`dvc metrics show`)
-               {k: metrics[k] for k in ("final_loss", "final_eval_accuracy")})
     fig = loss_figure(state.history, state.evals)
     with atomic_path(report_dir / "loss.png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
