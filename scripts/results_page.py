@@ -150,6 +150,9 @@ def page(root: Path) -> str:
                   f"{', '.join(f'{x:.1f}' for x in timing['load_avg'])} on "
                   f"{timing.get('cpu_count', '?')} cores (about the core count when the pipeline "
                   "ran alone; more means other work shared the machine).", ""]
+    else:
+        lines += ["This run's record has no load average: its seconds may include other work "
+                  "that shared the machine.", ""]
     lines += ["| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in timing.get("seconds", {}).items()]
     lines += [f"| **total** | {timing.get('total_seconds', float('nan')):.1f} |", ""]
