@@ -120,19 +120,24 @@ def run_stage(stage: str, force: bool, repo_dir: str, parent_run_id: str | None
     return StageResult(stage, "ran", seconds)
 
 
-def name_cached(task_run_id, stage: str, tries: int = 12) -> None:
+def name_cached(task_run_id, stage: str, wait_s: float = 20.0) -> None:
     """Rename a finished task run ``<stage> (cached)``, so the flow run's timeline tells a
     skipped stage from one that ran (both states are drawn in the same colour). The server
-    learns of a task run from its events a moment after it ends: a 404 is retried."""
+    learns of a task run from its events a moment after it ends (seconds on a busy machine): a
+    404 is retried with a growing pause for up to ``wait_s`` seconds."""
     from prefect.client.orchestration import get_client
 
+    deadline, pause = time.monotonic() + wait_s, 0.25
     with get_client(sync_client=True) as client:
-        for _ in range(tries):
+        while True:
             try:
                 client.set_task_run_name(task_run_id, f"{stage} (cached)")
                 return
             except Exception:  # noqa: BLE001 - not there yet
-                time.sleep(0.25)
+                if time.monotonic() + pause > deadline:
+                    break
+                time.sleep(pause)
+                pause = min(2 * pause, 2.0)
     get_run_logger().debug("task run of %s not renamed", stage)
 
 

@@ -111,7 +111,9 @@ def test_code_prompt_carries_the_parameters(code_2000):
 def test_code_traces_short_and_templated(code_2000):
     words = [len(teacher_trace(t).split()) for t in code_2000]
     assert max(words) <= 45 and sum(words) / len(words) <= 30
-    assert all(teacher_trace(t).count("\n") <= 9 for t in code_2000)
+    # think: the signature, then the plan; then the fenced program
+    assert all(teacher_trace(t).count("\n") <= 10 for t in code_2000)
+    assert all(teacher_trace(t).split("\n")[1].startswith("def ") for t in code_2000)
 
 
 @pytest.mark.parametrize("domain", ["code", "open_qa"])

@@ -74,8 +74,9 @@ def test_code_teacher_traces_pass_and_corrupted_fail():
     for task in tasks:
         trace = teacher_trace(task)
         assert score(task, trace).correct, (task["prompt"], trace)
-        # Corrupt the program: return None from the first line of the body.
-        body = trace.index("\n", trace.index("def "))
+        # Corrupt the program (not the signature the think repeats): return None from the
+        # first line of the body.
+        body = trace.index("\n", trace.index("def ", trace.index("```python")))
         broken = trace[: body + 1] + "    return None\n" + trace[body + 1 :]
         assert not score(task, broken).correct
 
