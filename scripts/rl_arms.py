@@ -115,6 +115,47 @@ def sys_argv(argv: list[str] | None) -> list[str]:
     return list(argv) if argv is not None else sys.argv[1:]
 
 
+PATH_FLAGS = ("--start", "--tasks", "--val", "--params", "--curated")
+
+
+def shown(path: str, out_dir: Path, root: Path = REPO) -> str:
+    """``path`` as a record shows it: under the out-dir as ``<out-dir>/...``, inside the
+    checkout relative to it, anything else as given."""
+    p = Path(path)
+    if not p.is_absolute():
+        return path
+    for base, prefix in ((out_dir.resolve(), "<out-dir>"), (root, "")):
+        try:
+            rel = p.resolve().relative_to(base)
+        except ValueError:
+            continue
+        return f"{prefix}/{rel}" if prefix else str(rel)
+    return path
+
+
+def rerun_command(argv: list[str], root: Path = REPO) -> str:
+    """The command a record keeps, rerunnable from any checkout: path arguments relative to
+    the checkout, the scratch out-dir under ``runs/`` and the record under
+    ``reports/experiments/``, both named after the record (or the out-dir)."""
+    args, flags = [], {}
+    for a in argv:  # --flag=value -> --flag value
+        args += a.split("=", 1) if a.startswith("--") and "=" in a else [a]
+    for flag, value in zip(args, args[1:], strict=False):
+        flags.setdefault(flag, value)
+    name = Path(flags.get("--record") or flags.get("--out-dir", "arms")).name
+    out = Path(flags.get("--out-dir", "."))
+    fixed = {"--out-dir": f"runs/{name}", "--record": f"reports/experiments/{name}"}
+    words = ["scripts/rl_arms.py"]
+    for i, a in enumerate(args):
+        prev = args[i - 1] if i else ""
+        if prev in fixed:
+            a = fixed[prev]
+        elif prev in PATH_FLAGS:
+            a = shown(a, out, root)
+        words.append(a)
+    return shlex.join(words)
+
+
 def make_pool(params: dict, domains: list[str], per_domain: int, seed: int, curated: Path,
               path: Path) -> None:
     """``per_domain`` fresh tasks per domain (none in any curated split) as an RL task file."""
@@ -224,11 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         results["start"] = {"fresh": g["start"]}
         write_json(out / "arms.json", {
             "note": args.note, "date": time.strftime("%Y-%m-%d %H:%M"), "stage": args.stage,
-            "start": args.start,
+            "start": shown(args.start, out),
             "start_digest": digest(args.start),
-            "tasks": args.tasks, "probe_seed": args.probe_seed, "per_domain": args.per_domain,
-            "commit": git_commit(REPO), "command": shlex.join(["scripts/rl_arms.py", *sys_argv(argv)]),
-            "arms": results})
+            "tasks": shown(args.tasks, out), "probe_seed": args.probe_seed,
+            "per_domain": args.per_domain, "commit": git_commit(REPO),
+            "command": rerun_command(sys_argv(argv)),
+            "arms": {n: {**r, "tasks": shown(r["tasks"], out)} if "tasks" in r else r
+                     for n, r in results.items()}})
         if args.record:
             rec = Path(args.record)
             rec.mkdir(parents=True, exist_ok=True)

@@ -36,3 +36,20 @@ def test_overrides_are_applied_to_a_copy_and_checked():
         arms.with_overrides(PARAMS, "rl_reasoning", {"stpes": 3})
     with pytest.raises(SystemExit, match="steps: must be > 0"):
         arms.with_overrides(PARAMS, "rl_reasoning", {"steps": 0})
+
+
+def test_recorded_command_names_no_path_outside_the_checkout(tmp_path):
+    root = tmp_path / "checkout"
+    argv = ["--stage", "rl_reasoning", "--start", str(root / "models/selected"),
+            f"--tasks={root / 'data/rl/reasoning.parquet'}", "--out-dir", "/scratch/exp/placebo",
+            "--record", "/elsewhere/clone/reports/experiments/placebo", "--note", "a note",
+            "--arm", "placebo:placebo=true"]
+    assert arms.rerun_command(argv, root) == (
+        "scripts/rl_arms.py --stage rl_reasoning --start models/selected --tasks "
+        "data/rl/reasoning.parquet --out-dir runs/placebo --record "
+        "reports/experiments/placebo --note 'a note' --arm placebo:placebo=true")
+    out = tmp_path / "out"
+    assert arms.shown(str(out / "pool.parquet"), out, root) == "<out-dir>/pool.parquet"
+    assert arms.shown("/data/pool.parquet", out, root) == "/data/pool.parquet"  # as given
+    # no --record: the out-dir names the run
+    assert "--out-dir runs/sweep" in arms.rerun_command(["--out-dir", "/tmp/x/sweep"], root)
