@@ -31,7 +31,7 @@ compares its stdout with the expected output (:func:`same_output`).
 Containment, in layers (each applied where the kernel allows; a missing one is logged once per
 process and absent from ``SandboxResult.isolation``):
 
-1. always: `setsid` (the wall timeout SIGKILLs that process group), a scrubbed environment,
+1. always: a new session (the wall timeout SIGKILLs the process group), a scrubbed environment,
    a fresh temporary work dir, stdin ``/dev/null``, output read through pipes with a byte cap,
    rlimits (CPU seconds, address space, file size, processes, open files, no core dumps); the
    checker is not dumpable (no ptrace, no ``/proc/<pid>/mem`` for a same-uid process);
