@@ -46,7 +46,7 @@ def placebo_arm(root: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     arms = json.loads(path.read_text())["arms"]
-    found = [a for a in arms.values() if a.get("overrides", {}).get("placebo") in (True, "true")]
+    found = [a for a in arms.values() if a.get("overrides", {}).get("placebo") is True]
     return found[0]["fresh"]["all_reasoning"] if found else None
 
 
@@ -133,8 +133,9 @@ def page(root: Path) -> str:
              "--domains math countdown sudoku knights_knaves code ifeval --per-domain 150 "
              f"--seed {probe['seed']} --baseline sft`", "",
              "## Targets", "", "| target | measured | status |", "|---|---|---|"]
-    lines += [f"| {t} | {v} | {s} |" for t, v, s in targets(probe, timing, placebo_arm(root))]
-    if placebo_arm(root) is not None:
+    placebo = placebo_arm(root)
+    lines += [f"| {t} | {v} | {s} |" for t, v, s in targets(probe, timing, placebo)]
+    if placebo is not None:
         lines += ["", "The placebo control (rewards shuffled within each group, the default "
                   "rl_reasoning settings otherwise, from the same selected model): "
                   "[reports/experiments/placebo](../reports/experiments/placebo/gains.md)."]
