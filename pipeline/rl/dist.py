@@ -81,7 +81,7 @@ def balanced_split(pairs: Sequence[tuple[int, int]], world: int
         j = int(np.searchsorted(ends, target))
         candidates = [c for c in (j, j + 1) if c <= len(ordered)]
         before = lambda c: int(ends[c - 1]) if c > 0 else 0  # noqa: E731
-        best = min(candidates, key=lambda c: (abs(before(c) - target), c))
+        best = min(candidates, key=lambda c: (abs(before(c) - target), -c))  # ties: lower rank
         bounds.append(max(best, bounds[-1]))
     bounds.append(len(ordered))
     return [list(ordered[bounds[r]:bounds[r + 1]]) for r in range(world)]

@@ -156,6 +156,30 @@ def _update(run: RLRun, mb: MiniBatch, totals: tuple[int, int] | None = None
     diagnostics are summed over ranks. The router losses are token-weighted means over forward
     chunks, as in one process; their chunks are per rank.
     """
+    loss, sums, tokens = update_loss(run, mb, totals)
+    if run.world == 1:
+        gnorm = run.updater.step(loss)
+        denom = max(tokens, 1)
+        return {"loss": float(loss.detach()), "grad_norm": gnorm,
+                **{k: sums[k] / denom for k in ("kl", "clip_fraction", "ratio_mean", "entropy")},
+                "tokens_trained": float(tokens),
+                "balance_loss": sums["balance_loss"], "z_loss": sums["z_loss"]}
+    gnorm = run.updater.step(loss * run.world)
+    keys = ("kl", "clip_fraction", "ratio_mean", "entropy", "balance_loss", "z_loss")
+    total = all_sum([float(loss.detach()), float(tokens), *(sums[k] for k in keys)], run.world)
+    g_loss, g_tokens, g = total[0], total[1], dict(zip(keys, total[2:], strict=True))
+    denom = max(g_tokens, 1)
+    return {"loss": g_loss, "grad_norm": gnorm,
+            **{k: g[k] / denom for k in ("kl", "clip_fraction", "ratio_mean", "entropy")},
+            "tokens_trained": g_tokens, "tokens_trained_here": float(tokens),
+            "balance_loss": g["balance_loss"], "z_loss": g["z_loss"]}
+
+
+def update_loss(run: RLRun, mb: MiniBatch, totals: tuple[int, int] | None = None
+                ) -> tuple[torch.Tensor, dict[str, float], int]:
+    """(loss of ``mb``'s rows, diagnostic sums, tokens) for :func:`_update`, before any
+    backward; ``totals`` as there. A rank without rows gets a zero loss that still reaches
+    every weight (its zero gradients take part in the all-reduce)."""
     p, module = run.params, run.updater.module
     router = has_router(module) and (p.balance_coef > 0 or p.z_coef > 0)
     total_tokens, total_rows = totals if totals is not None else (
@@ -197,24 +221,9 @@ def _update(run: RLRun, mb: MiniBatch, totals: tuple[int, int] | None = None
         for k in ("kl", "clip_fraction", "ratio_mean"):
             sums[k] += getattr(st, k) * n
         sums["entropy"] += float((f.entropy.detach() * f.mask).sum())
-    if run.world == 1:
-        gnorm = run.updater.step(loss)
-        denom = max(tokens, 1)
-        return {"loss": float(loss.detach()), "grad_norm": gnorm,
-                **{k: sums[k] / denom for k in ("kl", "clip_fraction", "ratio_mean", "entropy")},
-                "tokens_trained": float(tokens),
-                "balance_loss": sums["balance_loss"], "z_loss": sums["z_loss"]}
-    if not mb.completion_ids:  # no share here: zero gradients, still part of the all-reduce
+    if not mb.completion_ids:
         loss = sum(t.sum() for t in module.parameters()) * 0.0
-    gnorm = run.updater.step(loss * run.world)
-    keys = ("kl", "clip_fraction", "ratio_mean", "entropy", "balance_loss", "z_loss")
-    total = all_sum([float(loss.detach()), float(tokens), *(sums[k] for k in keys)], run.world)
-    g_loss, g_tokens, g = total[0], total[1], dict(zip(keys, total[2:], strict=True))
-    denom = max(g_tokens, 1)
-    return {"loss": g_loss, "grad_norm": gnorm,
-            **{k: g[k] / denom for k in ("kl", "clip_fraction", "ratio_mean", "entropy")},
-            "tokens_trained": g_tokens, "tokens_trained_here": float(tokens),
-            "balance_loss": g["balance_loss"], "z_loss": g["z_loss"]}
+    return loss, sums, tokens
 
 
 def _rollout_metrics(ro: Rollout, zero_var: np.ndarray, before: Sequence[int]

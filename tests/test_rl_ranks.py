@@ -1,0 +1,283 @@
+"""C3PO on several data-parallel ranks: the split, the launcher, and 2 gloo ranks end to end.
+
+The 2-rank tests launch this file as a module under torchrun (``python -m torch.distributed.run
+... -m tests.test_rl_ranks MODE ...``): :func:`_child` runs on every rank and rank 0 writes
+what the test checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline.params import ParamsError, load_section  # noqa: E402
+from pipeline.rl.budget import select_budget, walk_order  # noqa: E402
+from pipeline.rl.dist import balanced_split, slice_for  # noqa: E402
+from pipeline.rl.params import RLOptim, RLParams  # noqa: E402
+from pipeline.train.launch import Rendezvous, torchrun_command  # noqa: E402
+
+TIMING = ("time_", "tokens_per_s")
+
+
+# --- the split and the launcher (no process group) ------------------------------------------
+
+def test_slice_for_covers_every_item_once_in_order():
+    assert [slice_for(7, 3, r) for r in range(3)] == [slice(0, 3), slice(3, 5), slice(5, 7)]
+    assert [slice_for(4, 2, r) for r in range(2)] == [slice(0, 2), slice(2, 4)]
+    items = list(range(32))
+    assert [x for r in range(5) for x in items[slice_for(32, 5, r)]] == items
+
+
+def test_balanced_split_by_hand():
+    # lengths 5 3 4 8 2 (T = 22, target 11): cumulative 5 8 12 20 22; after 3 responses the
+    # count is 12 (1 off), after 2 it is 8 (3 off) -> ranks get 12 and 10
+    pairs = [(3, 8), (0, 5), (4, 2), (2, 4), (1, 3)]  # walk order; the split takes index order
+    assert balanced_split(pairs, 2) == [[(0, 5), (1, 3), (2, 4)], [(3, 8), (4, 2)]]
+    assert balanced_split(pairs, 1) == [sorted(pairs)]
+    three = balanced_split(pairs, 3)  # targets 7.33 and 14.67: after 2 (8) and after 3 (12)
+    assert three == [[(0, 5), (1, 3)], [(2, 4)], [(3, 8), (4, 2)]]
+    assert balanced_split([(0, 4)], 2) == [[(0, 4)], []]  # one response: one rank idles
+
+
+def _default_like_lengths(rng: np.random.Generator, n: int, max_new: int = 128) -> np.ndarray:
+    """Response lengths shaped like the default rl_reasoning run's: a mean near 100 of
+    max_new_tokens 128, about a third of the responses truncated at 128."""
+    lengths = rng.gamma(6.0, 14.0, size=n).astype(int) + 8
+    lengths[rng.random(n) < 0.33] = max_new
+    return np.minimum(lengths, max_new)
+
+
+def test_global_budget_split_exact_and_balanced_on_default_sized_steps():
+    # 60 steps of the default shape (L 32, K 8, Φ 8192, interleaved walk, a third of the
+    # groups without signal): every step trains exactly Φ over 2 ranks, every response goes
+    # whole to one rank, and the larger share is at most 1.1x the smaller.
+    p = RLParams()
+    rng = np.random.default_rng(0)
+    worst = 1.0
+    for step in range(60):
+        lengths = _default_like_lengths(rng, p.prompts_per_step * p.samples_per_prompt)
+        zero_var = rng.random(p.prompts_per_step) < 0.33
+        order = [i for i in walk_order(p.prompts_per_step, p.samples_per_prompt, "interleaved")
+                 if not zero_var[i // p.samples_per_prompt]]
+        sel = select_budget(lengths, p.token_budget, order)
+        (pairs,) = sel.minibatches
+        assert sel.tokens_selected == p.token_budget
+        for world in (2, 4):
+            parts = balanced_split(pairs, world)
+            assert sorted(x for part in parts for x in part) == sorted(pairs)
+            shares = [sum(n for _, n in part) for part in parts]
+            assert sum(shares) == p.token_budget
+            assert max(shares) - min(shares) <= 2 * p.max_new_tokens
+            if world == 2:
+                worst = max(worst, max(shares) / min(shares))
+    assert worst <= 1.1, worst
+
+
+def test_launcher_one_node_and_two_nodes(monkeypatch):
+    one = torchrun_command("pipeline.stages.rl_reasoning", ["--out", "x"], Rendezvous(2))
+    assert one[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                       "-m", "pipeline.stages.rl_reasoning", "--out", "x"]
+    env = {"NODE_RANK": "1", "MASTER_ADDR": "10.0.0.5"}
+    r = Rendezvous.resolve(8, nnodes=2, node_rank=0, master_addr="127.0.0.1", master_port=29500,
+                           env=env)
+    assert (r.nnodes, r.node_rank, r.master_addr, r.master_port, r.world) == (
+        2, 1, "10.0.0.5", 29500, 16)
+    two = torchrun_command("pipeline.stages.rl_general", [], r)
+    assert two[3:9] == ["--nnodes=2", "--node_rank=1", "--master_addr=10.0.0.5",
+                        "--master_port=29500", "--nproc_per_node=8", "-m"]
+    with pytest.raises(ValueError, match="node_rank"):
+        Rendezvous.resolve(8, nnodes=2, env={"NODE_RANK": "2"})
+
+
+def test_rank_params_checked(tmp_path):
+    with pytest.raises(ValueError, match="deepspeed"):
+        RLParams(num_processes=2, deepspeed=False)
+    with pytest.raises(ValueError, match="node_rank"):
+        RLParams(nnodes=2, node_rank=2)
+    with pytest.raises(ValueError, match="num_processes"):
+        RLParams(num_processes=0)
+    bad = tmp_path / "p.yaml"
+    bad.write_text("rl_reasoning:\n  num_process: 2\n")
+    with pytest.raises(ParamsError, match="rl_reasoning.num_process: unknown key"):
+        load_section("rl_reasoning", RLParams, bad)
+
+
+# --- 2 gloo ranks ---------------------------------------------------------------------------
+
+def by_length(tasks, texts):
+    """A reward that depends on the response (parity of its length): groups have variance."""
+    from pipeline.verify.result import Score
+
+    return [Score(float(len(x) % 2), bool(len(x) % 2), "") for x in texts]
+
+
+RUN = dict(steps=3, prompts_per_step=8, samples_per_prompt=4, max_new_tokens=24,
+           eval_tasks=8, eval_samples=1, eval_every=3, checkpoint_every=1, holdout_prompts=0,
+           max_rollout_rounds=1, drop_zero_variance=False)
+
+
+def _launch(tmp_path: Path, *args: str, env_extra: dict | None = None, timeout: int = 300
+            ) -> subprocess.CompletedProcess:
+    from tests.conftest import RANK_ENV
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RINGLITE_TRACKING": "off",
+           "PYTHONPATH": str(REPO), **(env_extra or {})}
+    for key in RANK_ENV:
+        env.pop(key, None)
+    cmd = torchrun_command("tests.test_rl_ranks", list(args), Rendezvous(2))
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from pipeline.engines.fixtures import tiny_trained_moe
+    from pipeline.model.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("rl_ranks")
+    model, tok = tiny_trained_moe()
+    save_checkpoint(model, tok, root / "model")  # every rank starts from the same bytes
+    return root / "model"
+
+
+@pytest.mark.integration
+def test_two_ranks_gradient_equals_one_rank_and_budget_is_global(tmp_path, model_dir):
+    r = _launch(tmp_path, "grad", str(model_dir), str(tmp_path / "grad.json"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    got = json.loads((tmp_path / "grad.json").read_text())
+    # the 2-rank all-reduced gradient of one selection == the 1-process gradient of it
+    for normaliser, g in got["grad"].items():
+        assert g["ranks_with_rows"] == 2, normaliser
+        assert g["max_rel_diff"] <= 1e-5, (normaliser, g)
+        assert g["loss_1"] == pytest.approx(g["loss_2"], rel=1e-5, abs=1e-7), normaliser
+        assert g["nonzero_tensors"] > 10, normaliser  # a real gradient, not zeros
+    assert got["grad"]["budget"]["responses_cut"] == 1  # the cut response is in the split
+    # every step: exactly Φ tokens over both ranks, each rank a near-equal share
+    for row in got["steps"]:
+        assert row["tokens_trained"] == 200.0
+        a, b = row["tokens_trained_rank0"], row["tokens_trained_rank1"]
+        assert a + b == 200.0 and abs(a - b) <= 24  # within one response (max_new_tokens)
+        assert row["prompts_drawn"] == 8 and row["tokens_generated"] > 200
+        for k in ("time_step_s_rank0", "time_busy_s_rank1"):
+            assert row[k] > 0
+
+
+@pytest.mark.integration
+def test_two_ranks_kill9_resume_reproduces_uninterrupted_run(tmp_path, model_dir):
+    args = ("train", str(model_dir))
+    r = _launch(tmp_path, *args, str(tmp_path / "a"), str(tmp_path / "a.json"))
+    assert r.returncode == 0, r.stderr[-4000:]
+    r = _launch(tmp_path, *args, str(tmp_path / "b"), str(tmp_path / "b.json"),
+                env_extra={"RINGLITE_RL_KILL_AFTER_STEP": "2"})
+    assert r.returncode != 0 and not (tmp_path / "b.json").exists()
+    state = json.loads((tmp_path / "b" / "state.json").read_text())
+    assert state["step"] == 2 and state["world"] == 2
+    assert {p.name for p in (tmp_path / "b").glob("rng*.pt")} == {"rng.pt", "rng_1.pt"}
+    r = _launch(tmp_path, *args, str(tmp_path / "b"), str(tmp_path / "b.json"))
+    assert r.returncode == 0, r.stderr[-4000:]
+    a, b = (json.loads((tmp_path / f"{x}.json").read_text()) for x in "ab")
+    assert len(a["steps"]) == 3 and a["world"] == b["world"] == 2
+
+    def comparable(rows):
+        return [{k: v for k, v in row.items() if not k.startswith(TIMING)
+                 and "_s_rank" not in k} for row in rows]
+
+    assert comparable(a["steps"]) == comparable(b["steps"])
+    assert a["evals"] == b["evals"]
+    assert a["weights"] == b["weights"]
+    assert [row["tokens_trained"] for row in a["steps"]] == [200.0] * 3
+
+
+# --- the ranks' side ------------------------------------------------------------------------
+
+def _params(zero: int = 1, **kw) -> RLParams:
+    return RLParams(**{**RUN, **kw}, token_budget=200, deepspeed=True, kl_coef=0.05,
+                    entropy_coef=1e-3, balance_coef=0.0, z_coef=0.0,
+                    optim=RLOptim(lr=5e-3, zero_stage=zero, warmup_ratio=0.0))
+
+
+def _grad_check(model_dir: str) -> dict:
+    """One step's rollout (2 ranks), its Φ selection split over the ranks, each rank's loss
+    back-propagated through DeepSpeed (ZeRO-0: the all-reduced gradient lands in ``.grad``);
+    against one process: a plain copy of the start weights, the whole selection, plain
+    ``backward``. Per normaliser: max over tensors of max|g2 - g1| / max|g1|."""
+    from pipeline.model.checkpoint import load_model
+    from pipeline.rl import trainer
+    from pipeline.rl.budget import group_advantages
+    from tests.test_rl_trainer import make_run
+
+    p = _params(zero=0)
+    run = make_run(p, score_fn=by_length, model_dir=model_dir)
+    ro, *_ = trainer.collect(run, 1)
+    single, _ = load_model(model_dir)
+    single.train()
+    one = SimpleNamespace(params=p, reference=run.reference, pad_id=run.pad_id, world=1,
+                          updater=SimpleNamespace(module=single, forward_model=lambda: single))
+    out = {}
+    for normaliser in ("budget", "token_mean", "seq_mean"):
+        run.params = one.params = dataclasses.replace(p, normaliser=normaliser)
+        adv, zero_var = group_advantages(ro.rewards, p.adv_eps)
+        sel = trainer._select(run, ro, zero_var, 1)
+        (pairs,) = sel.minibatches
+        mine = balanced_split(pairs, run.world)[run.rank]
+        totals = (sum(n for _, n in pairs), len(pairs))
+        engine = run.updater.engine
+        engine.zero_grad()
+        loss2, _, _ = trainer.update_loss(run, trainer._minibatch(run, ro, adv, mine, False),
+                                          totals)
+        engine.backward(loss2 * run.world)
+        g2 = [t.grad.detach().clone() if t.grad is not None else torch.zeros_like(t)
+              for t in run.updater.module.parameters()]
+        single.zero_grad(set_to_none=True)
+        loss1, _, _ = trainer.update_loss(one, trainer._minibatch(one, ro, adv, list(pairs),
+                                                                  False))
+        loss1.backward()
+        g1 = [t.grad if t.grad is not None else torch.zeros_like(t) for t in single.parameters()]
+        rel = [float((a - b).abs().max() / b.abs().max()) for a, b in zip(g2, g1, strict=True)
+               if b.abs().max() > 0]
+        loss2_sum = trainer.all_sum([float(loss2.detach())], run.world)[0]
+        has_rows = trainer.all_sum([float(len(mine) > 0)], run.world)[0]
+        out[normaliser] = {"max_rel_diff": max(rel), "nonzero_tensors": len(rel),
+                           "loss_1": float(loss1.detach()), "loss_2": loss2_sum,
+                           "ranks_with_rows": has_rows, "tokens": totals[0],
+                           "responses_cut": sel.responses_cut}
+    return out
+
+
+def _child(argv: list[str]) -> None:
+    torch.set_num_threads(1)
+    from pipeline.rl.trainer import rl_step, train
+    from tests.test_rl_trainer import make_run, toy_tasks
+
+    mode, model_dir = argv[0], argv[1]
+    if mode == "grad":
+        out = {"grad": _grad_check(model_dir)}
+        run = make_run(_params(), score_fn=by_length, model_dir=model_dir)
+        out["steps"] = [rl_step(run, s) for s in (1, 2)]
+    else:  # "train": 3 steps with resume state every step, kill -9 by FAULT_ENV
+        run = make_run(_params(updates_per_rollout=2, budget_granularity="minibatch",
+                               walk_order="shuffled"), score_fn=by_length, model_dir=model_dir)
+        hist = train(run, toy_tasks()[:6], Path(argv[2]), fingerprint="ranks")
+        out = {"steps": hist.steps, "evals": hist.evals,
+               "weights": [float(t.detach().double().sum())
+                           for t in run.updater.module.parameters()]}
+    out["world"] = run.world
+    if run.rank == 0:
+        Path(argv[-1]).write_text(json.dumps(out))
+    torch.distributed.barrier()
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])
