@@ -7,6 +7,7 @@ what the test checks.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -157,6 +158,7 @@ def test_two_ranks_gradient_equals_one_rank_and_budget_is_global(tmp_path, model
     r = _launch(tmp_path, "grad", str(model_dir), str(tmp_path / "grad.json"))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     got = json.loads((tmp_path / "grad.json").read_text())
+    assert got["world"] == 2
     # the 2-rank all-reduced gradient of one selection == the 1-process gradient of it
     for normaliser, g in got["grad"].items():
         assert g["ranks_with_rows"] == 2, normaliser
@@ -174,30 +176,117 @@ def test_two_ranks_gradient_equals_one_rank_and_budget_is_global(tmp_path, model
             assert row[k] > 0
 
 
-@pytest.mark.integration
-def test_two_ranks_kill9_resume_reproduces_uninterrupted_run(tmp_path, model_dir):
-    args = ("train", str(model_dir))
-    r = _launch(tmp_path, *args, str(tmp_path / "a"), str(tmp_path / "a.json"))
-    assert r.returncode == 0, r.stderr[-4000:]
-    r = _launch(tmp_path, *args, str(tmp_path / "b"), str(tmp_path / "b.json"),
-                env_extra={"RINGLITE_RL_KILL_AFTER_STEP": "2"})
-    assert r.returncode != 0 and not (tmp_path / "b.json").exists()
-    state = json.loads((tmp_path / "b" / "state.json").read_text())
+STAGE_PARAMS = """\
+seed: 5
+rl_reasoning:
+  steps: 3
+  prompts_per_step: 4
+  samples_per_prompt: 4
+  max_new_tokens: 24
+  token_budget: 100
+  budget_granularity: minibatch
+  updates_per_rollout: 2
+  walk_order: shuffled
+  drop_zero_variance: false
+  max_rollout_rounds: 2
+  holdout_prompts: 2
+  holdout_samples: 1
+  eval_every: 3
+  eval_tasks: 5
+  eval_samples: 1
+  checkpoint_every: 1
+  reward_workers: 1
+  optim: {lr: 0.005, zero_stage: 1, warmup_ratio: 0.0}
+  num_processes: 2
+"""
+
+
+def _stage(root: Path, name: str, kill_at: int | None = None) -> subprocess.CompletedProcess:
+    """``python -m pipeline.stages.rl_reasoning`` (plain: it relaunches itself on 2 ranks)."""
+    from tests.conftest import RANK_ENV
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RINGLITE_TRACKING": "off",
+           "PYTHONPATH": str(REPO)}
+    for key in (*RANK_ENV, "RINGLITE_RL_KILL_AFTER_STEP"):
+        env.pop(key, None)
+    if kill_at is not None:
+        env["RINGLITE_RL_KILL_AFTER_STEP"] = str(kill_at)
+    cmd = [sys.executable, "-m", "pipeline.stages.rl_reasoning", "--model", str(root / "model"),
+           "--tasks", str(root / "rl.parquet"), "--val", str(root / "val.parquet"),
+           "--out", str(root / name / "model"), "--report-dir", str(root / name / "reports"),
+           "--params", str(root / "params.yaml")]
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+
+
+@pytest.fixture(scope="module")
+def stage_runs(model_dir) -> Path:
+    """One uninterrupted 2-rank stage run ("clean"), and one killed by kill -9 after step 2's
+    resume state and rerun ("killed"), from the same start model, tasks and params."""
+    from pipeline.schema import TASK, frame, make_task
+    from tests.test_rl_trainer import toy_tasks
+
+    root = model_dir.parent  # the start model is root / "model"
+    rows = [make_task("math", t["prompt"], {"answer": t["answer"]}, "toy", split="rl")
+            for t in toy_tasks()]
+    frame(rows, TASK).write_parquet(root / "rl.parquet")
+    frame(rows[:6], TASK).write_parquet(root / "val.parquet")
+    (root / "params.yaml").write_text(STAGE_PARAMS)
+    clean = _stage(root, "clean")
+    assert clean.returncode == 0, clean.stderr[-4000:]
+    killed = _stage(root, "killed", kill_at=2)
+    assert killed.returncode != 0, killed.stderr[-4000:]
+    state = json.loads((root / "killed" / "model" / "resume" / "state.json").read_text())
     assert state["step"] == 2 and state["world"] == 2
-    assert {p.name for p in (tmp_path / "b").glob("rng*.pt")} == {"rng.pt", "rng_1.pt"}
-    r = _launch(tmp_path, *args, str(tmp_path / "b"), str(tmp_path / "b.json"))
-    assert r.returncode == 0, r.stderr[-4000:]
-    a, b = (json.loads((tmp_path / f"{x}.json").read_text()) for x in "ab")
-    assert len(a["steps"]) == 3 and a["world"] == b["world"] == 2
+    assert not (root / "killed" / "reports" / "metrics.json").exists()
+    assert {p.name for p in (root / "killed" / "model" / "resume").glob("rng*.pt")} == {
+        "rng.pt", "rng_1.pt"}
+    again = _stage(root, "killed")
+    assert again.returncode == 0, again.stderr[-4000:]
+    return root
+
+
+def _steps(root: Path, name: str) -> list[dict]:
+    with open(root / name / "reports" / "steps.csv") as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+@pytest.mark.integration
+def test_two_rank_stage_relaunches_and_rank0_writes_the_outputs(stage_runs):
+    from pipeline.model.checkpoint import load_model
+
+    rows = [r for r in _steps(stage_runs, "clean") if r["step"] > 0]
+    assert len(rows) == 3
+    for r in rows:  # 2 mini-batches of Φ = 100 per step, each split over the two ranks
+        assert r["tokens_trained"] == 100.0 and r["optimizer_steps"] == 2.0
+        assert r["tokens_trained_rank0"] + r["tokens_trained_rank1"] == 100.0
+        assert abs(r["tokens_trained_rank0"] - r["tokens_trained_rank1"]) <= 24
+        # dynamic sampling: the rounds are decided on the gathered rollout, alike on both ranks
+        assert r["prompts_drawn"] == 4.0 * r["rollout_rounds"]
+    metrics = json.loads((stage_runs / "clean" / "reports" / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and "final_holdout_accuracy" in metrics
+    loaded, _ = load_model(stage_runs / "clean" / "model")
+    assert (stage_runs / "clean" / "reports" / "reward_curve.png").exists()
+    start, _ = load_model(stage_runs / "model")
+    moved = [n for (n, a), (_, b) in zip(loaded.named_parameters(), start.named_parameters(),
+                                         strict=True) if not torch.equal(a, b)]
+    assert moved  # the final folder holds the trained weights
+
+
+@pytest.mark.integration
+def test_two_rank_stage_kill9_resume_reproduces_uninterrupted_run(stage_runs):
+    from pipeline.model.checkpoint import load_model
 
     def comparable(rows):
         return [{k: v for k, v in row.items() if not k.startswith(TIMING)
                  and "_s_rank" not in k} for row in rows]
 
-    assert comparable(a["steps"]) == comparable(b["steps"])
-    assert a["evals"] == b["evals"]
-    assert a["weights"] == b["weights"]
-    assert [row["tokens_trained"] for row in a["steps"]] == [200.0] * 3
+    a, b = _steps(stage_runs, "clean"), _steps(stage_runs, "killed")
+    assert len(a) == len(b) == 4  # the step-0 evaluation and 3 steps
+    assert comparable(a) == comparable(b)
+    wa, _ = load_model(stage_runs / "clean" / "model")
+    wb, _ = load_model(stage_runs / "killed" / "model")
+    for (n, x), (_, y) in zip(wa.named_parameters(), wb.named_parameters(), strict=True):
+        assert torch.equal(x, y), n
 
 
 # --- the ranks' side ------------------------------------------------------------------------
@@ -258,21 +347,13 @@ def _grad_check(model_dir: str) -> dict:
 
 def _child(argv: list[str]) -> None:
     torch.set_num_threads(1)
-    from pipeline.rl.trainer import rl_step, train
-    from tests.test_rl_trainer import make_run, toy_tasks
+    from pipeline.rl.trainer import rl_step
+    from tests.test_rl_trainer import make_run
 
-    mode, model_dir = argv[0], argv[1]
-    if mode == "grad":
-        out = {"grad": _grad_check(model_dir)}
-        run = make_run(_params(), score_fn=by_length, model_dir=model_dir)
-        out["steps"] = [rl_step(run, s) for s in (1, 2)]
-    else:  # "train": 3 steps with resume state every step, kill -9 by FAULT_ENV
-        run = make_run(_params(updates_per_rollout=2, budget_granularity="minibatch",
-                               walk_order="shuffled"), score_fn=by_length, model_dir=model_dir)
-        hist = train(run, toy_tasks()[:6], Path(argv[2]), fingerprint="ranks")
-        out = {"steps": hist.steps, "evals": hist.evals,
-               "weights": [float(t.detach().double().sum())
-                           for t in run.updater.module.parameters()]}
+    model_dir = argv[1]
+    out = {"grad": _grad_check(model_dir)}
+    run = make_run(_params(), score_fn=by_length, model_dir=model_dir)
+    out["steps"] = [rl_step(run, s) for s in (1, 2)]
     out["world"] = run.world
     if run.rank == 0:
         Path(argv[-1]).write_text(json.dumps(out))
