@@ -127,8 +127,9 @@ def build_run(params: RLParams, seed: int, model_dir: str, tasks: list[dict],
     updater = make_updater(policy, params.optim, params.steps * params.updates_per_rollout,
                            params.deepspeed)
     reference = frozen_like(load_model(model_dir)[0], updater.module)
-    if params.engine == "vllm":
-        engine = make_engine("vllm", model_path=model_dir, model=updater.module)
+    if params.engine == "vllm":  # synced with the policy at start: its whole weights
+        with updater.full_weights():
+            engine = make_engine("vllm", model_path=model_dir, model=updater.module)
     else:
         engine = make_engine("torch", model=updater.module, tokenizer=tok)
     return RLRun(params, seed, tok, updater, reference, engine, tasks, score_fn, holdout)
