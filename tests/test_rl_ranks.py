@@ -67,7 +67,7 @@ def test_global_budget_split_exact_and_balanced_on_default_sized_steps():
     p = RLParams()
     rng = np.random.default_rng(0)
     worst = 1.0
-    for step in range(60):
+    for _ in range(60):
         lengths = _default_like_lengths(rng, p.prompts_per_step * p.samples_per_prompt)
         zero_var = rng.random(p.prompts_per_step) < 0.33
         order = [i for i in walk_order(p.prompts_per_step, p.samples_per_prompt, "interleaved")
@@ -107,12 +107,65 @@ def test_rank_params_checked(tmp_path):
         RLParams(num_processes=2, deepspeed=False)
     with pytest.raises(ValueError, match="node_rank"):
         RLParams(nnodes=2, node_rank=2)
+    with pytest.raises(ValueError, match="zero_stage"):
+        RLParams(nnodes=2, optim=RLOptim(zero_stage=3))
+    assert RLParams(num_processes=2, optim=RLOptim(zero_stage=2)).num_processes == 2
     with pytest.raises(ValueError, match="num_processes"):
         RLParams(num_processes=0)
     bad = tmp_path / "p.yaml"
     bad.write_text("rl_reasoning:\n  num_process: 2\n")
     with pytest.raises(ParamsError, match="rl_reasoning.num_process: unknown key"):
         load_section("rl_reasoning", RLParams, bad)
+
+
+# --- one process: the numbers of the code before ranks ----------------------------------------
+
+ONE = dict(steps=2, prompts_per_step=4, samples_per_prompt=4, max_new_tokens=24, eval_tasks=4,
+           eval_samples=1, eval_every=2, holdout_prompts=0, drop_zero_variance=False)
+ONE_CONFIGS = {
+    "deepspeed_budget": dict(token_budget=120, max_rollout_rounds=1, kl_coef=0.05,
+                             optim=RLOptim(lr=5e-3, warmup_ratio=0.0)),
+    "torch_token_mean": dict(normaliser="token_mean", deepspeed=False, updates_per_rollout=2,
+                             max_rollout_rounds=1, entropy_coef=1e-3, optim=RLOptim(lr=5e-3)),
+    "torch_minibatch": dict(token_budget=60, deepspeed=False, updates_per_rollout=2,
+                            budget_granularity="minibatch", walk_order="shuffled",
+                            max_rollout_rounds=2, optim=RLOptim(lr=5e-3)),
+}
+# sha256 (first 16 hex digits) of the weights after 2 steps, the losses and grad norms, as the
+# one-process loop computed them before it learned about ranks (torch 2.13 CPU, 1 thread)
+ONE_EXPECTED = {
+    "deepspeed_budget": ("6f13d487f51e71eb", [0.4173692762851715, 0.1920803338289261],
+                         [2.509413242340088, 3.5345730781555176]),
+    "torch_token_mean": ("b538f537a9c39c12", [0.10534891486167908, 0.07597726304084063],
+                         [2.568834900856018, 0.8737004399299622]),
+    "torch_minibatch": ("a38781fcf8d57556", [0.7307597398757935, 0.4006871432065964],
+                        [19.637481451034546, 2.58422315120697]),
+}
+
+
+def test_one_process_run_is_unchanged_and_never_calls_a_collective(monkeypatch):
+    import hashlib
+
+    from pipeline.rl import trainer
+    from tests.test_rl_trainer import make_run, toy_tasks
+
+    def refuse(*a, **k):
+        raise AssertionError("a one-process run reached the ranks' glue")
+
+    for name in ("gather", "all_sum", "barrier", "balanced_split", "slice_for"):
+        monkeypatch.setattr(trainer, name, refuse)
+    torch.set_num_threads(1)
+    for name, kw in ONE_CONFIGS.items():
+        run = make_run(RLParams(**ONE, **kw), score_fn=by_length)
+        assert run.world == 1
+        hist = trainer.train(run, toy_tasks()[:4], None, fingerprint="one")
+        h = hashlib.sha256()
+        for t in run.updater.module.state_dict().values():
+            h.update(t.detach().contiguous().numpy().tobytes())
+        got = (h.hexdigest()[:16], [r["loss"] for r in hist.steps],
+               [r["grad_norm"] for r in hist.steps])
+        assert got == ONE_EXPECTED[name], name
+        assert not any("_rank" in k for r in hist.steps for k in r)
 
 
 # --- 2 gloo ranks ---------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Both expose ``module`` (the model to run forward on), ``step(loss) -> grad norm before
 clipping``, ``lr``, ``save(dir)`` / ``load(dir)`` of the whole optimizer state (weights,
 moments, schedule) for resume, and ``full_weights()``, a context in which ``module`` holds its
-whole weights (under ZeRO-3 they are gathered from the ranks' partitions; a no-op otherwise). DeepSpeed setup is the shared
+whole weights (ZeRO-3 keeps them partitioned outside a forward and gathers them there; a no-op
+otherwise). DeepSpeed setup is the shared
 :func:`pipeline.train.deepspeed_engine.init_engine` (ZeRO stage, gloo on CPU, bf16 on GPU).
 """
 

@@ -118,9 +118,20 @@ class RLParams:
         if not 0 <= self.node_rank < self.nnodes:
             raise ValueError(f"rl.node_rank: must be in [0, nnodes={self.nnodes}), got "
                              f"{self.node_rank}")
-        if self.num_processes * self.nnodes > 1 and not self.deepspeed:
-            raise ValueError("rl.num_processes / rl.nnodes: several ranks need deepspeed: true "
-                             "(DeepSpeed all-reduces the policy's gradients)")
+        if self.num_processes * self.nnodes > 1:
+            check_ranks(self)
         for domain, w in self.domain_mix.items():
             if w < 0:
                 raise ValueError(f"rl.domain_mix.{domain}: weight must be >= 0, got {w}")
+
+
+def check_ranks(p: RLParams) -> None:
+    """What several ranks need: DeepSpeed (it all-reduces the policy's gradients) and a ZeRO
+    stage below 3 (ZeRO-3 gathers every layer's weights in a collective at each forward, and
+    the ranks' rollouts and forward chunks differ in number)."""
+    if not p.deepspeed:
+        raise ValueError("rl.num_processes / rl.nnodes: several ranks need deepspeed: true "
+                         "(DeepSpeed all-reduces the policy's gradients)")
+    if p.optim.zero_stage == 3:
+        raise ValueError("rl.optim.zero_stage: 3 is not supported on several ranks (each "
+                         "rank's forwards differ in number); use 1 or 2")

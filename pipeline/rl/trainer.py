@@ -50,7 +50,7 @@ from pipeline.rl.budget import group_advantages, select_all, select_budget, walk
 from pipeline.rl.c3po import c3po_loss, normalise
 from pipeline.rl.dist import all_sum, balanced_split, barrier, gather, slice_for, world_rank
 from pipeline.rl.forward import has_router, length_chunks, policy_forward, score_rows
-from pipeline.rl.params import RLParams
+from pipeline.rl.params import RLParams, check_ranks
 from pipeline.rl.prompts import PromptStream
 from pipeline.rl.rollout import Rollout, ScoreFn, merge, rollout, score
 from pipeline.rl.router_losses import balance_loss, z_loss
@@ -85,6 +85,8 @@ class RLRun:
         self.stream = PromptStream(self.tasks, self.params.prompt_order,
                                    self.params.domain_mix, self.seed)
         self.world, self.rank = world_rank()
+        if self.world > 1:
+            check_ranks(self.params)
         if self.params.prompts_per_step < self.world:
             raise ValueError(f"rl.prompts_per_step={self.params.prompts_per_step} < "
                              f"{self.world} ranks: every rank needs a prompt per round")
@@ -384,7 +386,7 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
 
 def sync_engine(run: RLRun) -> None:
     """Point the generation engine at the policy's current weights (a vLLM engine copies
-    them; under ZeRO-3 they are gathered from the ranks' partitions first)."""
+    them; under ZeRO-3 they are gathered from their partitions first)."""
     with run.updater.full_weights():
         run.engine.update_weights(run.updater.module)
 
