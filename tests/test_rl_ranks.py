@@ -118,6 +118,17 @@ def test_rank_params_checked(tmp_path):
         load_section("rl_reasoning", RLParams, bad)
 
 
+def test_mlflow_charts_the_per_rank_balance():
+    from pipeline.rl.stage import chart_row
+
+    row = {"reward": 0.5, "kl": 0.1, "tokens_trained_rank0": 97.0, "tokens_trained_rank1": 103.0,
+           "time_step_s_rank1": 0.7, "time_busy_s_rank0": 0.6, "tokens_dropped": 3.0}
+    got = chart_row(row, [])
+    assert got == {"reward": 0.5, "kl": 0.1, "kl_clipped": got["kl_clipped"],
+                   "tokens_trained_rank0": 97.0, "tokens_trained_rank1": 103.0,
+                   "time_step_s_rank1": 0.7, "time_busy_s_rank0": 0.6}
+
+
 # --- one process: the numbers of the code before ranks ----------------------------------------
 
 ONE = dict(steps=2, prompts_per_step=4, samples_per_prompt=4, max_new_tokens=24, eval_tasks=4,
@@ -247,8 +258,8 @@ rl_reasoning:
   eval_every: 3
   eval_tasks: 5
   eval_samples: 1
-  checkpoint_every: 1
-  reward_workers: 1
+  checkpoint_every: 2
+  reward_workers: 0          # inline scoring: no verifier processes to start
   optim: {lr: 0.005, zero_stage: 1, warmup_ratio: 0.0}
   num_processes: 2
 """
