@@ -163,7 +163,7 @@ def test_one_process_run_is_unchanged_and_never_calls_a_collective(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("a one-process run reached the ranks' glue")
 
-    for name in ("gather", "all_sum", "barrier", "balanced_split", "slice_for"):
+    for name in ("gather", "all_sum", "balanced_split", "slice_for"):
         monkeypatch.setattr(trainer, name, refuse)
     torch.set_num_threads(1)
     for name, kw in ONE_CONFIGS.items():
@@ -376,7 +376,7 @@ def _grad_check(model_dir: str) -> dict:
     ro, *_ = trainer.collect(run, 1)
     single, _ = load_model(model_dir)
     single.train()
-    one = SimpleNamespace(params=p, reference=run.reference, pad_id=run.pad_id, world=1,
+    one = SimpleNamespace(params=p, reference=run.reference, pad_id=run.pad_id, world=1, busy_s=0.0,
                           updater=SimpleNamespace(module=single, forward_model=lambda: single))
     out = {}
     for normaliser in ("budget", "token_mean", "seq_mean"):

@@ -48,7 +48,7 @@ from pipeline.engines.scoring import mismatch
 from pipeline.rl import checkpoint
 from pipeline.rl.budget import group_advantages, select_all, select_budget, walk_order
 from pipeline.rl.c3po import c3po_loss, normalise
-from pipeline.rl.dist import all_sum, balanced_split, barrier, gather, slice_for, world_rank
+from pipeline.rl.dist import all_sum, balanced_split, gather, slice_for, world_rank
 from pipeline.rl.forward import has_router, length_chunks, policy_forward, score_rows
 from pipeline.rl.params import RLParams, check_ranks
 from pipeline.rl.prompts import PromptStream
@@ -76,7 +76,9 @@ class RLRun:
     stream: PromptStream = field(init=False)
     world: int = field(init=False)  # data-parallel ranks (1 without a process group)
     rank: int = field(init=False)
-    waited_s: float = field(init=False, default=0.0)  # this step's wait for other ranks
+    # this step's seconds of work that never waits for another rank: sampling, scoring,
+    # reference scoring, the update's forwards (:func:`rl_step`)
+    busy_s: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         pad = self.tokenizer.pad_token_id
@@ -182,6 +184,7 @@ def update_loss(run: RLRun, mb: MiniBatch, totals: tuple[int, int] | None = None
     """(loss of ``mb``'s rows, diagnostic sums, tokens) for :func:`_update`, before any
     backward; ``totals`` as there. A rank without rows gets a zero loss that still reaches
     every weight (its zero gradients take part in the all-reduce)."""
+    t_start = time.perf_counter()
     p, module = run.params, run.updater.module
     router = has_router(module) and (p.balance_coef > 0 or p.z_coef > 0)
     total_tokens, total_rows = totals if totals is not None else (
@@ -225,6 +228,7 @@ def update_loss(run: RLRun, mb: MiniBatch, totals: tuple[int, int] | None = None
         sums["entropy"] += float((f.entropy.detach() * f.mask).sum())
     if not mb.completion_ids:
         loss = sum(t.sum() for t in module.parameters()) * 0.0
+    run.busy_s += time.perf_counter() - t_start
     return loss, sums, tokens
 
 
@@ -284,8 +288,7 @@ def collect(run: RLRun, step: int) -> tuple[Rollout, list[int], int, float, floa
 
     On several ranks every rank draws the round's L prompts, samples and scores its contiguous
     share of them (engine seed offset by the rank), and the shares are gathered: every rank
-    then holds the whole rollout, whole groups and all. The seconds are this rank's own; the
-    time spent waiting for the other ranks goes to ``run.waited_s``."""
+    then holds the whole rollout, whole groups and all. The seconds are this rank's own."""
     p = run.params
     parts, before, t_roll, t_reward = [], [], 0.0, 0.0
     for r in range(p.max_rollout_rounds):
@@ -300,9 +303,7 @@ def collect(run: RLRun, step: int) -> tuple[Rollout, list[int], int, float, floa
         ro.rewards, ro.correct = score(run.score_fn, ro.tasks, ro.texts, ro.k)
         t_roll, t_reward = t_roll + t1 - t0, t_reward + time.perf_counter() - t1
         if run.world > 1:
-            t2 = time.perf_counter()
             ro = _gather_rollout(run, tasks, ro)
-            run.waited_s += time.perf_counter() - t2
         parts.append(ro)
         before += seen
         merged = merge(parts)
@@ -319,12 +320,14 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
     advantages and the same Φ selection; each mini-batch is then split by
     :func:`pipeline.rl.dist.balanced_split` and each rank trains its share (:func:`_update`).
     The row is the same on every rank and adds, per rank r, ``tokens_trained_rank<r>``,
-    ``time_step_s_rank<r>`` and ``time_busy_s_rank<r>`` (the step's seconds less those spent
-    waiting for the other ranks in the rollout gather and before the update).
+    ``time_step_s_rank<r>`` and ``time_busy_s_rank<r>``: the rank's own work, which never
+    waits for another rank (sampling, scoring, reference scoring and the update's forwards; the
+    backward is left out, as DeepSpeed's gradient all-reduce waits inside it).
     """
     p, t0 = run.params, time.perf_counter()
-    run.waited_s = 0.0
+    run.busy_s = 0.0
     ro, before, rounds, t_roll, t_reward = collect(run, step)
+    run.busy_s += t_roll + t_reward
     t2 = time.perf_counter()
     train_rewards = (_placebo(ro.rewards, np.random.default_rng([run.seed, step, 3]))
                      if p.placebo else ro.rewards)
@@ -340,12 +343,11 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
         batches = [_minibatch(run, ro, adv, pairs, score_old) for pairs in filled]
         totals = [None] * len(batches)
     else:  # this rank's share of every mini-batch; normalisers count the whole mini-batch
+        t_ref = time.perf_counter()
         batches = [_minibatch(run, ro, adv, balanced_split(pairs, run.world)[run.rank],
                               score_old) for pairs in filled]
+        run.busy_s += time.perf_counter() - t_ref
         totals = [(sum(n for _, n in pairs), len(pairs)) for pairs in filled]
-        t_wait = time.perf_counter()
-        barrier(run.world)  # the update starts together: its all-reduce waits on compute only
-        run.waited_s += time.perf_counter() - t_wait
     n_updates = len(batches) if by_minibatch else p.updates_per_rollout
     updates = [_update(run, batches[u % len(batches)], totals[u % len(batches)])
                for u in range(n_updates if batches else 0)]
@@ -362,8 +364,8 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
     if run.world > 1:
         engine_lp, trainer_lp = ([v for part in gather(x, run.world) for v in part]
                                  for x in (engine_lp, trainer_lp))
-        per_rank = gather((float(np.mean(here)) if here else 0.0, t3 - t0,
-                           t3 - t0 - run.waited_s), run.world)
+        per_rank = gather((float(np.mean(here)) if here else 0.0, t3 - t0, run.busy_s),
+                          run.world)
         for r, (tokens, step_s, busy_s) in enumerate(per_rank):
             row.update({f"tokens_trained_rank{r}": tokens, f"time_step_s_rank{r}": step_s,
                         f"time_busy_s_rank{r}": busy_s})

@@ -13,10 +13,11 @@ rl_reasoning values and the model is ``--model`` (an HF folder, prompts from ``-
 step fills Φ and the figures measure the split, not the learning. The first step is a warm-up
 and not counted.
 
-Per rank it prints the mean tokens trained per optimizer step and the busy seconds (the step's
-time less the time spent waiting for the other ranks: in the rollout gather and at the barrier
-before the update); then the balance: the larger rank's tokens over the smaller's and the
-spread of busy time, (max - min) / max, which the target keeps within 10%.
+Per rank it prints the mean tokens trained per optimizer step and the busy seconds (the rank's
+own work, which never waits for another rank: sampling, scoring, reference scoring and the
+update's forwards; the backward is left out, as DeepSpeed's gradient all-reduce waits inside
+it); then the balance: the larger rank's tokens over the smaller's and the spread of busy time,
+(max - min) / max, which the target keeps within 10%.
 """
 
 from __future__ import annotations
