@@ -41,7 +41,7 @@ from pipeline.bench.metrics import paired_bootstrap
 from pipeline.engines import make_engine
 from pipeline.params import as_dict, load_section, load_seed
 from pipeline.rl.optim import make_updater
-from pipeline.rl.params import RLParams
+from pipeline.rl.params import RLParams, check_ranks
 from pipeline.rl.prompts import hold_out
 from pipeline.rl.trainer import History, RLRun, train
 from pipeline.schema import TASK, domain_group, validate
@@ -301,6 +301,8 @@ def main_for(stage: str, group: str, argv: Sequence[str] | None = None) -> dict[
         launch.relaunch(f"pipeline.stages.{stage}", argv, launch.Rendezvous.resolve(
             params.num_processes, params.nnodes, params.node_rank, params.master_addr,
             params.master_port))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by a launcher with its ranks
+        check_ranks(params)
     rank = int(os.environ.get("RANK", "0"))
     if rank != 0:
         os.environ["RINGLITE_TRACKING"] = "off"  # rank 0 logs for everyone
