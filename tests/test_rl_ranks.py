@@ -126,15 +126,17 @@ def test_rank_params_checked(tmp_path):
         load_section("rl_reasoning", RLParams, bad)
 
 
-def test_mlflow_charts_the_per_rank_balance():
-    from pipeline.rl.stage import chart_row
+def test_mlflow_charts_the_rank_balance_within_the_metric_budget():
+    from pipeline.rl.stage import CURVES, SUMMARY, chart_row
+    from pipeline.tracking import METRIC_BUDGET
 
     row = {"reward": 0.5, "kl": 0.1, "tokens_trained_rank0": 97.0, "tokens_trained_rank1": 103.0,
-           "time_step_s_rank1": 0.7, "time_busy_s_rank0": 0.6, "tokens_dropped": 3.0}
+           "time_busy_s_rank0": 0.6, "tokens_trained_rank_ratio": 103 / 97,
+           "time_busy_s_rank_spread": 0.1, "tokens_dropped": 3.0}
     got = chart_row(row, [])
     assert got == {"reward": 0.5, "kl": 0.1, "kl_clipped": got["kl_clipped"],
-                   "tokens_trained_rank0": 97.0, "tokens_trained_rank1": 103.0,
-                   "time_step_s_rank1": 0.7, "time_busy_s_rank0": 0.6}
+                   "tokens_trained_rank_ratio": 103 / 97, "time_busy_s_rank_spread": 0.1}
+    assert len(CURVES) + 1 + 2 + len(SUMMARY) <= METRIC_BUDGET  # for any number of ranks
 
 
 # --- one process: the numbers of the code before ranks ----------------------------------------
@@ -246,6 +248,7 @@ def test_two_ranks_gradient_equals_one_rank_and_budget_is_global(tmp_path, model
         assert row["prompts_drawn"] == 8 and row["tokens_generated"] > 200
         for k in ("time_step_s_rank0", "time_busy_s_rank1"):
             assert row[k] > 0
+        assert row["tokens_trained_rank_ratio"] == max(a, b) / min(a, b)
 
 
 STAGE_PARAMS = """\

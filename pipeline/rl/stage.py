@@ -275,15 +275,15 @@ CHART_NOTE = ("Charts: `kl_clipped` is the KL capped at 3x its running median, s
               "accuracy in `tables/evals.json`.")
 
 
-RANK_CURVES = ("tokens_trained_rank", "time_step_s_rank", "time_busy_s_rank")
+# a several-rank run's balance, two curves for any number of ranks (each rank's figures are in
+# steps.csv, which the run logs as an artifact)
+RANK_CURVES = ("tokens_trained_rank_ratio", "time_busy_s_rank_spread")
 
 
 def chart_row(row: dict[str, Any], kl_seen: list[float]) -> dict[str, Any]:
-    """The :data:`CURVES` of one step row, the per-rank balance figures of a several-rank run
-    (:data:`RANK_CURVES`), plus ``kl_clipped`` (``kl_seen``: the KL values so far, this one
-    appended)."""
-    out = {k: row[k] for k in CURVES if k in row}
-    out.update({k: v for k, v in row.items() if k.startswith(RANK_CURVES)})
+    """The :data:`CURVES` of one step row (with a several-rank run's :data:`RANK_CURVES`),
+    plus ``kl_clipped`` (``kl_seen``: the KL values so far, this one appended)."""
+    out = {k: row[k] for k in (*CURVES, *RANK_CURVES) if k in row}
     if "kl" in row:
         kl_seen.append(float(row["kl"]))
         out["kl_clipped"] = clip_spikes(kl_seen)

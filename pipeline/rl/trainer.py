@@ -322,7 +322,9 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
     The row is the same on every rank and adds, per rank r, ``tokens_trained_rank<r>``,
     ``time_step_s_rank<r>`` and ``time_busy_s_rank<r>``: the rank's own work, which never
     waits for another rank (sampling, scoring, reference scoring and the update's forwards; the
-    backward is left out, as DeepSpeed's gradient all-reduce waits inside it).
+    backward is left out, as DeepSpeed's gradient all-reduce waits inside it); and the balance:
+    ``tokens_trained_rank_ratio`` (largest share over smallest) and ``time_busy_s_rank_spread``
+    ((max - min) / max busy seconds).
     """
     p, t0 = run.params, time.perf_counter()
     run.busy_s = 0.0
@@ -369,6 +371,9 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
         for r, (tokens, step_s, busy_s) in enumerate(per_rank):
             row.update({f"tokens_trained_rank{r}": tokens, f"time_step_s_rank{r}": step_s,
                         f"time_busy_s_rank{r}": busy_s})
+        shares, busy = [x[0] for x in per_rank], [x[2] for x in per_rank]
+        row["tokens_trained_rank_ratio"] = max(shares) / max(min(shares), 1.0)
+        row["time_busy_s_rank_spread"] = (max(busy) - min(busy)) / max(max(busy), 1e-9)
     mm = mismatch(engine_lp, trainer_lp)
     generated = sum(len(t) for t in ro.token_ids)
     row.update({
