@@ -276,8 +276,10 @@ rl_reasoning:
 """
 
 
-def _stage(root: Path, name: str, kill_at: int | None = None) -> subprocess.CompletedProcess:
-    """``python -m pipeline.stages.rl_reasoning`` (plain: it relaunches itself on 2 ranks)."""
+def _stage(root: Path, name: str, kill_at: int | None = None, torchrun: bool = False
+           ) -> subprocess.CompletedProcess:
+    """``python -m pipeline.stages.rl_reasoning`` as a plain command (it relaunches itself on
+    2 ranks) or, with ``torchrun``, started by torchrun on 2 ranks."""
     from tests.conftest import RANK_ENV
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RINGLITE_TRACKING": "off",
@@ -286,17 +288,18 @@ def _stage(root: Path, name: str, kill_at: int | None = None) -> subprocess.Comp
         env.pop(key, None)
     if kill_at is not None:
         env["RINGLITE_RL_KILL_AFTER_STEP"] = str(kill_at)
-    cmd = [sys.executable, "-m", "pipeline.stages.rl_reasoning", "--model", str(root / "model"),
-           "--tasks", str(root / "rl.parquet"), "--val", str(root / "val.parquet"),
-           "--out", str(root / name / "model"), "--report-dir", str(root / name / "reports"),
-           "--params", str(root / "params.yaml")]
+    args = ["--model", str(root / "model"), "--tasks", str(root / "rl.parquet"),
+            "--val", str(root / "val.parquet"), "--out", str(root / name / "model"),
+            "--report-dir", str(root / name / "reports"), "--params", str(root / "params.yaml")]
+    cmd = (torchrun_command("pipeline.stages.rl_reasoning", args, Rendezvous(2)) if torchrun
+           else [sys.executable, "-m", "pipeline.stages.rl_reasoning", *args])
     return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
 
 
 @pytest.fixture(scope="module")
-def stage_runs(model_dir) -> Path:
-    """One uninterrupted 2-rank stage run ("clean"), and one killed by kill -9 after step 2's
-    resume state and rerun ("killed"), from the same start model, tasks and params."""
+def stage_root(model_dir) -> Path:
+    """Tasks, held-out tasks and params of a 2-rank stage run from the module's start model,
+    and one uninterrupted run of it ("clean"), started as a plain command."""
     from pipeline.schema import TASK, frame, make_task
     from tests.test_rl_trainer import toy_tasks
 
@@ -308,15 +311,6 @@ def stage_runs(model_dir) -> Path:
     (root / "params.yaml").write_text(STAGE_PARAMS)
     clean = _stage(root, "clean")
     assert clean.returncode == 0, clean.stderr[-4000:]
-    killed = _stage(root, "killed", kill_at=2)
-    assert killed.returncode != 0, killed.stderr[-4000:]
-    state = json.loads((root / "killed" / "model" / "resume" / "state.json").read_text())
-    assert state["step"] == 2 and state["world"] == 2
-    assert not (root / "killed" / "reports" / "metrics.json").exists()
-    assert {p.name for p in (root / "killed" / "model" / "resume").glob("rng*.pt")} == {
-        "rng.pt", "rng_1.pt"}
-    again = _stage(root, "killed")
-    assert again.returncode == 0, again.stderr[-4000:]
     return root
 
 
@@ -326,10 +320,10 @@ def _steps(root: Path, name: str) -> list[dict]:
 
 
 @pytest.mark.integration
-def test_two_rank_stage_relaunches_and_rank0_writes_the_outputs(stage_runs):
+def test_two_rank_stage_relaunches_and_rank0_writes_the_outputs(stage_root):
     from pipeline.model.checkpoint import load_model
 
-    rows = [r for r in _steps(stage_runs, "clean") if r["step"] > 0]
+    rows = [r for r in _steps(stage_root, "clean") if r["step"] > 0]
     assert len(rows) == 3
     for r in rows:  # 2 mini-batches of Φ = 100 per step, each split over the two ranks
         assert r["tokens_trained"] == 100.0 and r["optimizer_steps"] == 2.0
@@ -337,29 +331,41 @@ def test_two_rank_stage_relaunches_and_rank0_writes_the_outputs(stage_runs):
         assert abs(r["tokens_trained_rank0"] - r["tokens_trained_rank1"]) <= 24
         # dynamic sampling: the rounds are decided on the gathered rollout, alike on both ranks
         assert r["prompts_drawn"] == 4.0 * r["rollout_rounds"]
-    metrics = json.loads((stage_runs / "clean" / "reports" / "metrics.json").read_text())
+    metrics = json.loads((stage_root / "clean" / "reports" / "metrics.json").read_text())
     assert metrics["steps"] == 3 and "final_holdout_accuracy" in metrics
-    loaded, _ = load_model(stage_runs / "clean" / "model")
-    assert (stage_runs / "clean" / "reports" / "reward_curve.png").exists()
-    start, _ = load_model(stage_runs / "model")
+    loaded, _ = load_model(stage_root / "clean" / "model")
+    assert (stage_root / "clean" / "reports" / "reward_curve.png").exists()
+    start, _ = load_model(stage_root / "model")
     moved = [n for (n, a), (_, b) in zip(loaded.named_parameters(), start.named_parameters(),
                                          strict=True) if not torch.equal(a, b)]
     assert moved  # the final folder holds the trained weights
 
 
 @pytest.mark.integration
-def test_two_rank_stage_kill9_resume_reproduces_uninterrupted_run(stage_runs):
+def test_two_rank_stage_kill9_resume_reproduces_uninterrupted_run(stage_root):
+    # killed and rerun under torchrun (the stage takes the launcher's ranks as they are)
     from pipeline.model.checkpoint import load_model
+
+    root = stage_root
+    killed = _stage(root, "killed", kill_at=2, torchrun=True)
+    assert killed.returncode != 0, killed.stderr[-4000:]
+    state = json.loads((root / "killed" / "model" / "resume" / "state.json").read_text())
+    assert state["step"] == 2 and state["world"] == 2
+    assert not (root / "killed" / "reports" / "metrics.json").exists()
+    assert {p.name for p in (root / "killed" / "model" / "resume").glob("rng*.pt")} == {
+        "rng.pt", "rng_1.pt"}
+    again = _stage(root, "killed", torchrun=True)
+    assert again.returncode == 0, again.stderr[-4000:]
 
     def comparable(rows):
         return [{k: v for k, v in row.items() if not k.startswith(TIMING)
                  and "_s_rank" not in k} for row in rows]
 
-    a, b = _steps(stage_runs, "clean"), _steps(stage_runs, "killed")
+    a, b = _steps(stage_root, "clean"), _steps(stage_root, "killed")
     assert len(a) == len(b) == 4  # the step-0 evaluation and 3 steps
     assert comparable(a) == comparable(b)
-    wa, _ = load_model(stage_runs / "clean" / "model")
-    wb, _ = load_model(stage_runs / "killed" / "model")
+    wa, _ = load_model(stage_root / "clean" / "model")
+    wb, _ = load_model(stage_root / "killed" / "model")
     for (n, x), (_, y) in zip(wa.named_parameters(), wb.named_parameters(), strict=True):
         assert torch.equal(x, y), n
 
