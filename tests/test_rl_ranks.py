@@ -234,12 +234,13 @@ def test_two_ranks_gradient_equals_one_rank_and_budget_is_global(tmp_path, model
     got = json.loads((tmp_path / "grad.json").read_text())
     assert got["world"] == 2
     # the 2-rank all-reduced gradient of one selection == the 1-process gradient of it
-    for normaliser, g in got["grad"].items():
-        assert g["ranks_with_rows"] == 2, normaliser
-        assert g["max_rel_diff"] <= 1e-5, (normaliser, g)
-        assert g["loss_1"] == pytest.approx(g["loss_2"], rel=1e-5, abs=1e-7), normaliser
-        assert g["nonzero_tensors"] > 10, normaliser  # a real gradient, not zeros
+    for case, g in got["grad"].items():
+        assert g["ranks_with_rows"] == (1 if case == "one_response" else 2), case
+        assert g["max_rel_diff"] <= 1e-5, (case, g)
+        assert g["loss_1"] == pytest.approx(g["loss_2"], rel=1e-5, abs=1e-7), case
+        assert g["nonzero_tensors"] > 10, case  # a real gradient, not zeros
     assert got["grad"]["budget"]["responses_cut"] == 1  # the cut response is in the split
+    assert got["grad"]["one_response"]["tokens"] == 5
     # every step: exactly Φ tokens over both ranks, each rank a near-equal share
     for row in got["steps"]:
         assert row["tokens_trained"] == 200.0
@@ -396,8 +397,12 @@ def _grad_check(model_dir: str) -> dict:
     one = SimpleNamespace(params=p, reference=run.reference, pad_id=run.pad_id, world=1, busy_s=0.0,
                           updater=SimpleNamespace(module=single, forward_model=lambda: single))
     out = {}
-    for normaliser in ("budget", "token_mean", "seq_mean"):
-        run.params = one.params = dataclasses.replace(p, normaliser=normaliser)
+    # "one_response": Φ = 5 selects the first 5 tokens of one response, so one rank has no
+    # rows and back-propagates a zero loss that still joins the all-reduce
+    cases = {"budget": {}, "token_mean": {}, "seq_mean": {}, "one_response": {"token_budget": 5}}
+    for name, kw in cases.items():
+        normaliser = "budget" if name == "one_response" else name
+        run.params = one.params = dataclasses.replace(p, normaliser=normaliser, **kw)
         adv, zero_var = group_advantages(ro.rewards, p.adv_eps)
         sel = trainer._select(run, ro, zero_var, 1)
         (pairs,) = sel.minibatches
@@ -419,7 +424,7 @@ def _grad_check(model_dir: str) -> dict:
                if b.abs().max() > 0]
         loss2_sum = trainer.all_sum([float(loss2.detach())], run.world)[0]
         has_rows = trainer.all_sum([float(len(mine) > 0)], run.world)[0]
-        out[normaliser] = {"max_rel_diff": max(rel), "nonzero_tensors": len(rel),
+        out[name] = {"max_rel_diff": max(rel), "nonzero_tensors": len(rel),
                            "loss_1": float(loss1.detach()), "loss_2": loss2_sum,
                            "ranks_with_rows": has_rows, "tokens": totals[0],
                            "responses_cut": sel.responses_cut}
