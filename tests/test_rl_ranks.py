@@ -139,6 +139,22 @@ def test_mlflow_charts_the_rank_balance_within_the_metric_budget():
     assert len(CURVES) + 1 + 2 + len(SUMMARY) <= METRIC_BUDGET  # for any number of ranks
 
 
+def test_bf16_autocast_only_for_a_bf16_policy_on_cuda():
+    import contextlib
+
+    from pipeline.rl.forward import autocast_for
+
+    def fake(device: str, dtype: torch.dtype):
+        param = SimpleNamespace(device=torch.device(device), dtype=dtype)
+        return SimpleNamespace(parameters=lambda: iter([param]))
+
+    ctx = autocast_for(fake("cuda", torch.bfloat16))
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    assert ctx.device == "cuda"
+    for device, dtype in (("cuda", torch.float32), ("cpu", torch.bfloat16), ("cpu", torch.float32)):
+        assert isinstance(autocast_for(fake(device, dtype)), contextlib.nullcontext)
+
+
 # --- one process: the numbers of the code before ranks ----------------------------------------
 
 ONE = dict(steps=2, prompts_per_step=4, samples_per_prompt=4, max_new_tokens=24, eval_tasks=4,
