@@ -1,8 +1,9 @@
 """C3PO on several data-parallel ranks: the split, the launcher, and 2 gloo ranks end to end.
 
-The 2-rank tests launch this file as a module under torchrun (``python -m torch.distributed.run
-... -m tests.test_rl_ranks MODE ...``): :func:`_child` runs on every rank and rank 0 writes
-what the test checks.
+The gradient test launches this file as a module under torchrun (``python -m
+torch.distributed.run ... -m tests.test_rl_ranks grad MODEL_DIR OUT_JSON``): :func:`_child` runs
+on every rank and rank 0 writes what the test checks. The stage tests run
+``pipeline.stages.rl_reasoning`` with ``num_processes: 2``.
 """
 
 from __future__ import annotations
@@ -452,7 +453,8 @@ def _child(argv: list[str]) -> None:
     from pipeline.rl.trainer import rl_step
     from tests.test_rl_trainer import make_run
 
-    model_dir = argv[1]
+    mode, model_dir = argv[0], argv[1]
+    assert mode == "grad", mode
     out = {"grad": _grad_check(model_dir)}
     run = make_run(_params(), score_fn=by_length, model_dir=model_dir)
     out["steps"] = [rl_step(run, s) for s in (1, 2)]
