@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GPU check: SFT steps of a ~1B-param MoE from config (bf16 + ZeRO) with tokens/s and MFU, then
-# vLLM rollout tokens/s on the same model. See pipeline/train/gpu_check.py.
+# vLLM rollout tokens/s on the same model, then a few C3PO RL steps on it (vLLM rollouts synced
+# in memory; tokens/s, step time, engine/trainer log-prob mismatch). See
+# pipeline/train/gpu_check.py.
 #
 #   bash scripts/gpu_check.sh                    # on a CUDA machine (~1B MoE)
 #   GPU_CHECK_SMALL=1 bash scripts/gpu_check.sh  # CPU smoke run with a tiny config
@@ -22,3 +24,5 @@ echo "== phase 1: SFT steps (DeepSpeed) -> $OUT"
 "$PY" -m pipeline.train.gpu_check train "$OUT"
 echo "== phase 2: vLLM rollouts on the same model"
 "$PY" -m pipeline.train.gpu_check vllm "$OUT"
+echo "== phase 3: C3PO RL steps (DeepSpeed policy + vLLM rollouts)"
+"$PY" -m pipeline.train.gpu_check rl "$OUT"

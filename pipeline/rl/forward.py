@@ -12,8 +12,10 @@ about the sampling policy, not the untempered one.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -49,10 +51,28 @@ def policy_forward(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
     With ``share_prompts`` and rows that repeat a prompt (the K samples of a group), each
     distinct prompt is run once and its KV cache is repeated for its rows (gradients flow
     back through the repeat): see :func:`_shared_forward`. ``temperature`` (> 0) scales the
-    logits before the softmax (the sampling distribution).
+    logits before the softmax (the sampling distribution). A bf16 model on a GPU runs under
+    bf16 autocast (:func:`autocast_for`); the log-softmax is taken in fp32 either way.
     """
     if temperature <= 0:
         raise ValueError(f"policy_forward: temperature must be > 0, got {temperature}")
+    with autocast_for(model):
+        return _policy_forward(model, prompt_ids, completion_ids, pad_id, with_entropy,
+                               with_router, share_prompts, temperature)
+
+
+def autocast_for(model: torch.nn.Module) -> Any:
+    """bf16 autocast for a bf16 model on CUDA (DeepSpeed's bf16 policy and the reference that
+    follows it); nothing elsewhere (CPU runs are fp32 and untouched)."""
+    p = next(model.parameters())
+    if p.device.type == "cuda" and p.dtype == torch.bfloat16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _policy_forward(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
+                    completion_ids: Sequence[Sequence[int]], pad_id: int, with_entropy: bool,
+                    with_router: bool, share_prompts: bool, temperature: float) -> Forward:
     if share_prompts and len({tuple(p) for p in prompt_ids}) < len(prompt_ids):
         return _shared_forward(model, prompt_ids, completion_ids, pad_id, with_entropy,
                                with_router, temperature)

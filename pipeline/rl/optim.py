@@ -1,13 +1,17 @@
 """The policy's optimizer: DeepSpeed (as in SFT) or plain torch AdamW with the same schedule.
 
 Both expose ``module`` (the model to run forward on), ``step(loss) -> grad norm before
-clipping``, ``lr``, and ``save(dir)`` / ``load(dir)`` of the whole optimizer state (weights,
-moments, schedule) for resume. DeepSpeed setup is the shared
+clipping``, ``lr``, ``save(dir)`` / ``load(dir)`` of the whole optimizer state (weights,
+moments, schedule) for resume, and ``full_weights()``, a context in which ``module`` holds its
+whole weights (ZeRO-3 keeps them partitioned outside a forward and gathers them there; a no-op
+otherwise). DeepSpeed setup is the shared
 :func:`pipeline.train.deepspeed_engine.init_engine` (ZeRO stage, gloo on CPU, bf16 on GPU).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,17 @@ class DeepSpeedUpdater:
     @property
     def lr(self) -> float:
         return float(self.engine.optimizer.param_groups[0]["lr"])
+
+    @contextlib.contextmanager
+    def full_weights(self) -> Iterator[None]:
+        """Collective under ZeRO-3 (every rank enters it)."""
+        if self.engine.zero_optimization_stage() == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.module.parameters())):
+                yield
+        else:
+            yield
 
     def save(self, folder: Path) -> None:
         self.engine.save_checkpoint(str(folder), tag=TAG, save_latest=False)
@@ -68,6 +83,10 @@ class TorchUpdater:
     @property
     def lr(self) -> float:
         return float(self.opt.param_groups[0]["lr"])
+
+    @contextlib.contextmanager
+    def full_weights(self) -> Iterator[None]:
+        yield
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -88,11 +88,21 @@ class RLParams:
     checkpoint_every: int = 10  # resume state every N steps (0 = only at the end)
     reward_workers: int = 2
     reward_timeout_s: float = 10.0
+    # Data-parallel ranks (docs/rl.md, "Several ranks and machines"): ranks per node and
+    # nodes; > 1 rank in all re-runs the stage under torchrun. Each rank rolls out its share of
+    # a step's prompts; Φ is global (summed over ranks). NNODES, NODE_RANK, MASTER_ADDR and
+    # MASTER_PORT in the environment override the last four.
+    num_processes: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
 
     def __post_init__(self) -> None:
         positive = ("steps", "prompts_per_step", "samples_per_prompt", "max_new_tokens",
                     "token_budget", "updates_per_rollout", "forward_rows", "eval_tasks",
-                    "eval_samples", "max_rollout_rounds", "holdout_samples")
+                    "eval_samples", "max_rollout_rounds", "holdout_samples", "num_processes",
+                    "nnodes")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"rl.{name}: must be > 0, got {getattr(self, name)}")
@@ -105,6 +115,23 @@ class RLParams:
                              f"{self.temperature}")
         if self.holdout_prompts < 0:
             raise ValueError(f"rl.holdout_prompts: must be >= 0, got {self.holdout_prompts}")
+        if not 0 <= self.node_rank < self.nnodes:
+            raise ValueError(f"rl.node_rank: must be in [0, nnodes={self.nnodes}), got "
+                             f"{self.node_rank}")
+        if self.num_processes * self.nnodes > 1:
+            check_ranks(self)
         for domain, w in self.domain_mix.items():
             if w < 0:
                 raise ValueError(f"rl.domain_mix.{domain}: weight must be >= 0, got {w}")
+
+
+def check_ranks(p: RLParams) -> None:
+    """What several ranks need: DeepSpeed (it all-reduces the policy's gradients) and a ZeRO
+    stage below 3 (ZeRO-3 gathers every layer's weights in a collective at each forward, and
+    the ranks' rollouts and forward chunks differ in number)."""
+    if not p.deepspeed:
+        raise ValueError("rl.num_processes / rl.nnodes: several ranks need deepspeed: true "
+                         "(DeepSpeed all-reduces the policy's gradients)")
+    if p.optim.zero_stage == 3:
+        raise ValueError("rl.optim.zero_stage: 3 is not supported on several ranks (each "
+                         "rank's forwards differ in number); use 1 or 2")

@@ -11,6 +11,11 @@ accuracy before/after with a paired bootstrap CI, the same for the held-back sli
 vs repeat rewards, and ``generalised``) and ``reward_curve.png``. MLflow gets the
 :data:`CURVES` of every step as it happens (and a spike-clipped KL), the :data:`SUMMARY`
 values, the evaluations as a table; the run's description states whether it generalised.
+
+``num_processes`` x ``nnodes`` > 1 re-executes the stage under torchrun
+(:mod:`pipeline.train.launch`, the launcher SFT uses); a stage started by a launcher runs
+with the launcher's ranks. Every rank rolls out and trains its share of each step; rank 0
+alone logs to MLflow and writes the reports and the final folder.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,11 +41,13 @@ from pipeline.bench.metrics import paired_bootstrap
 from pipeline.engines import make_engine
 from pipeline.params import as_dict, load_section, load_seed
 from pipeline.rl.optim import make_updater
-from pipeline.rl.params import RLParams
+from pipeline.rl.params import RLParams, check_ranks
 from pipeline.rl.prompts import hold_out
 from pipeline.rl.trainer import History, RLRun, train
 from pipeline.schema import TASK, domain_group, validate
 from pipeline.tracking import clip_spikes, stage_run
+from pipeline.train import launch
+from pipeline.train.deepspeed_engine import launched
 from pipeline.train.determinism import set_deterministic
 from pipeline.verify.reward_model import configure_from
 
@@ -80,9 +89,16 @@ def stratified(rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, 
     return out
 
 
-def fingerprint(params: RLParams, seed: int, model_dir: str, tasks: str) -> str:
-    """Resume-state identity: params, seed and the start model's/tasks' bytes."""
-    h = hashlib.sha256(json.dumps([as_dict(params), seed], sort_keys=True).encode())
+# where the ranks run, not what they compute: left out of the resume fingerprint (the world
+# size, which changes the numbers, goes in when > 1)
+LAUNCH_KEYS = ("num_processes", "nnodes", "node_rank", "master_addr", "master_port")
+
+
+def fingerprint(params: RLParams, seed: int, model_dir: str, tasks: str, world: int = 1) -> str:
+    """Resume-state identity: params, seed, the start model's/tasks' bytes, the world size."""
+    keyed = {k: v for k, v in as_dict(params).items() if k not in LAUNCH_KEYS}
+    h = hashlib.sha256(json.dumps([keyed, seed] + ([world] if world > 1 else []),
+                                  sort_keys=True).encode())
     for f in sorted(Path(model_dir).glob("*.safetensors")) + [Path(tasks)]:
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
@@ -111,8 +127,9 @@ def build_run(params: RLParams, seed: int, model_dir: str, tasks: list[dict],
     updater = make_updater(policy, params.optim, params.steps * params.updates_per_rollout,
                            params.deepspeed)
     reference = frozen_like(load_model(model_dir)[0], updater.module)
-    if params.engine == "vllm":
-        engine = make_engine("vllm", model_path=model_dir, model=updater.module)
+    if params.engine == "vllm":  # synced with the policy at start: its whole weights
+        with updater.full_weights():
+            engine = make_engine("vllm", model_path=model_dir, model=updater.module)
     else:
         engine = make_engine("torch", model=updater.module, tokenizer=tok)
     return RLRun(params, seed, tok, updater, reference, engine, tasks, score_fn, holdout)
@@ -126,7 +143,14 @@ def default_score_fn(params: RLParams):
 
 
 def save_final(run: RLRun, out: Path) -> None:
-    """Final HF folder at ``out`` (save_checkpoint replaces it whole): keep ``out/resume``."""
+    """Final HF folder at ``out`` (save_checkpoint replaces it whole): keep ``out/resume``.
+    Every rank calls it (ZeRO-3 gathers the weights); rank 0 writes."""
+    with run.updater.full_weights():
+        if run.rank == 0:
+            _save_final(run, out)
+
+
+def _save_final(run: RLRun, out: Path) -> None:
     from pipeline.model.checkpoint import save_checkpoint
 
     resume = out / "resume"
@@ -251,10 +275,15 @@ CHART_NOTE = ("Charts: `kl_clipped` is the KL capped at 3x its running median, s
               "accuracy in `tables/evals.json`.")
 
 
+# a several-rank run's balance, two curves for any number of ranks (each rank's figures are in
+# steps.csv, which the run logs as an artifact)
+RANK_CURVES = ("tokens_trained_rank_ratio", "time_busy_s_rank_spread")
+
+
 def chart_row(row: dict[str, Any], kl_seen: list[float]) -> dict[str, Any]:
-    """The :data:`CURVES` of one step row, plus ``kl_clipped`` (``kl_seen``: the KL values so
-    far, this one appended)."""
-    out = {k: row[k] for k in CURVES if k in row}
+    """The :data:`CURVES` of one step row (with a several-rank run's :data:`RANK_CURVES`),
+    plus ``kl_clipped`` (``kl_seen``: the KL values so far, this one appended)."""
+    out = {k: row[k] for k in (*CURVES, *RANK_CURVES) if k in row}
     if "kl" in row:
         kl_seen.append(float(row["kl"]))
         out["kl_clipped"] = clip_spikes(kl_seen)
@@ -263,10 +292,20 @@ def chart_row(row: dict[str, Any], kl_seen: list[float]) -> dict[str, Any]:
 
 def main_for(stage: str, group: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run one RL stage end to end (see module docstring); returns metrics.json's content."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     params = load_section(stage, RLParams, args.params)
     configure_from(args.params)  # the open_qa reward model (params section reward_model)
     seed = load_seed(args.params)
+    if params.num_processes * params.nnodes > 1 and not launched():
+        launch.relaunch(f"pipeline.stages.{stage}", argv, launch.Rendezvous.resolve(
+            params.num_processes, params.nnodes, params.node_rank, params.master_addr,
+            params.master_port))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by a launcher with its ranks
+        check_ranks(params)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        os.environ["RINGLITE_TRACKING"] = "off"  # rank 0 logs for everyone
     tasks = read_tasks(args.tasks)
     if not tasks:
         raise SystemExit(f"{stage}: {args.tasks} holds no tasks (the difficulty stage kept none; "
@@ -278,9 +317,14 @@ def main_for(stage: str, group: str, argv: Sequence[str] | None = None) -> dict[
         tracker.dataset(pl.DataFrame(tasks), f"{stage}_tasks", args.tasks)
         run = build_run(params, seed, args.model, train_tasks, default_score_fn(params), held)
         kl_seen: list[float] = []
-        hist = train(run, val, out / "resume", fingerprint(params, seed, args.model, args.tasks),
+        hist = train(run, val, out / "resume",
+                     fingerprint(params, seed, args.model, args.tasks, run.world),
                      on_step=lambda s, m: tracker.record(s, m, chart_row(m, kl_seen)))
         save_final(run, out)
+        if run.rank != 0:
+            run.engine.close()
+            _leave(run)
+            return summary(hist, params, seed)
         tracker.write_steps(reports / "steps.csv")
         metrics = summary(hist, params, seed)
         write_json(reports / "metrics.json", metrics)
@@ -292,4 +336,12 @@ def main_for(stage: str, group: str, argv: Sequence[str] | None = None) -> dict[
         tracker.figure(plot(hist, stage, reports / "reward_curve.png"), "reward_curve.png")
         tracker.artifact(reports / "steps.csv")
         run.engine.close()
+        _leave(run)
     return metrics
+
+
+def _leave(run: RLRun) -> None:
+    """End a several-rank run's process group (after rank 0 has written everything)."""
+    if run.world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

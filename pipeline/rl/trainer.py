@@ -48,13 +48,15 @@ from pipeline.engines.scoring import mismatch
 from pipeline.rl import checkpoint
 from pipeline.rl.budget import group_advantages, select_all, select_budget, walk_order
 from pipeline.rl.c3po import c3po_loss, normalise
+from pipeline.rl.dist import all_sum, balanced_split, gather, slice_for, world_rank
 from pipeline.rl.forward import has_router, length_chunks, policy_forward, score_rows
-from pipeline.rl.params import RLParams
+from pipeline.rl.params import RLParams, check_ranks
 from pipeline.rl.prompts import PromptStream
 from pipeline.rl.rollout import Rollout, ScoreFn, merge, rollout, score
 from pipeline.rl.router_losses import balance_loss, z_loss
 
 FAULT_ENV = "RINGLITE_RL_KILL_AFTER_STEP"  # fault injection for the kill -9 resume test
+RANK_SEED = 1_000_000_007  # engine seed offset per rank: rank 0 samples as one process does
 
 
 @dataclass
@@ -72,12 +74,24 @@ class RLRun:
     holdout: Sequence[Mapping[str, Any]] = ()  # never trained on; scored at every evaluation
     pad_id: int = field(init=False)
     stream: PromptStream = field(init=False)
+    world: int = field(init=False)  # data-parallel ranks (1 without a process group)
+    rank: int = field(init=False)
+    # this step's seconds of work that never waits for another rank: sampling, scoring,
+    # reference scoring, the update's forwards (:func:`rl_step`)
+    busy_s: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
+        # every rank holds the same stream and draws the same prompts; each rolls out its share
         self.stream = PromptStream(self.tasks, self.params.prompt_order,
                                    self.params.domain_mix, self.seed)
+        self.world, self.rank = world_rank()
+        if self.world > 1:
+            check_ranks(self.params)
+        if self.params.prompts_per_step < self.world:
+            raise ValueError(f"rl.prompts_per_step={self.params.prompts_per_step} < "
+                             f"{self.world} ranks: every rank needs a prompt per round")
 
 
 @dataclass
@@ -108,6 +122,9 @@ def _minibatch(run: RLRun, ro: Rollout, adv: np.ndarray, pairs, score_old: bool)
     """The selected responses with reference log-probs, and old log-probs when ``score_old``
     (else the first update's own forward gives them: see :func:`_update`)."""
     k, chunk = ro.k, run.params.forward_rows
+    if not pairs:  # a rank with no share of this mini-batch (several ranks only)
+        empty = torch.zeros(0, 0)
+        return MiniBatch([], [], torch.zeros(0), empty if score_old else None, empty, [])
     prompts = [ro.prompt_ids[i // k] for i, _ in pairs]
     comps = [ro.token_ids[i][:n] for i, n in pairs]
     temp = run.params.temperature
@@ -121,7 +138,8 @@ def _minibatch(run: RLRun, ro: Rollout, adv: np.ndarray, pairs, score_old: bool)
     )
 
 
-def _update(run: RLRun, mb: MiniBatch) -> dict[str, float]:
+def _update(run: RLRun, mb: MiniBatch, totals: tuple[int, int] | None = None
+            ) -> dict[str, float]:
     """One optimizer step on ``mb`` (step 6); returns its diagnostics.
 
     The forward runs in length-sorted chunks (:func:`length_chunks`); the loss is the exact sum
@@ -133,11 +151,44 @@ def _update(run: RLRun, mb: MiniBatch) -> dict[str, float]:
     ``mb.old_logp`` None means the weights are still the rollout policy's: the forward's own
     detached log-probs are the old log-probs (ratio exactly 1, as a separate scoring pass would
     give) and are kept in ``mb`` for later updates on the same mini-batch.
+
+    On several ranks ``mb`` is this rank's share of the mini-batch and ``totals`` the whole
+    mini-batch's (tokens, responses), so every normaliser counts what one process would (Φ,
+    the mini-batch's tokens, its responses): the ranks' losses sum to the one-process loss.
+    DeepSpeed averages the ranks' gradients, so each rank back-propagates ``world`` times its
+    loss, and the all-reduced gradient is the one-process gradient of the same selection. The
+    diagnostics are summed over ranks. The router losses are token-weighted means over forward
+    chunks, as in one process; their chunks are per rank.
     """
+    loss, sums, tokens = update_loss(run, mb, totals)
+    if run.world == 1:
+        gnorm = run.updater.step(loss)
+        denom = max(tokens, 1)
+        return {"loss": float(loss.detach()), "grad_norm": gnorm,
+                **{k: sums[k] / denom for k in ("kl", "clip_fraction", "ratio_mean", "entropy")},
+                "tokens_trained": float(tokens),
+                "balance_loss": sums["balance_loss"], "z_loss": sums["z_loss"]}
+    gnorm = run.updater.step(loss * run.world)
+    keys = ("kl", "clip_fraction", "ratio_mean", "entropy", "balance_loss", "z_loss")
+    total = all_sum([float(loss.detach()), float(tokens), *(sums[k] for k in keys)], run.world)
+    g_loss, g_tokens, g = total[0], total[1], dict(zip(keys, total[2:], strict=True))
+    denom = max(g_tokens, 1)
+    return {"loss": g_loss, "grad_norm": gnorm,
+            **{k: g[k] / denom for k in ("kl", "clip_fraction", "ratio_mean", "entropy")},
+            "tokens_trained": g_tokens, "tokens_trained_here": float(tokens),
+            "balance_loss": g["balance_loss"], "z_loss": g["z_loss"]}
+
+
+def update_loss(run: RLRun, mb: MiniBatch, totals: tuple[int, int] | None = None
+                ) -> tuple[torch.Tensor, dict[str, float], int]:
+    """(loss of ``mb``'s rows, diagnostic sums, tokens) for :func:`_update`, before any
+    backward; ``totals`` as there. A rank without rows gets a zero loss that still reaches
+    every weight (its zero gradients take part in the all-reduce)."""
+    t_start = time.perf_counter()
     p, module = run.params, run.updater.module
     router = has_router(module) and (p.balance_coef > 0 or p.z_coef > 0)
-    total_tokens = sum(len(c) for c in mb.completion_ids)
-    total_rows = len(mb.completion_ids)
+    total_tokens, total_rows = totals if totals is not None else (
+        sum(len(c) for c in mb.completion_ids), len(mb.completion_ids))
     norm, budget = ((p.normaliser, p.token_budget) if p.normaliser != "token_mean"
                     else ("budget", max(total_tokens, 1)))
     loss = torch.zeros(())
@@ -175,12 +226,10 @@ def _update(run: RLRun, mb: MiniBatch) -> dict[str, float]:
         for k in ("kl", "clip_fraction", "ratio_mean"):
             sums[k] += getattr(st, k) * n
         sums["entropy"] += float((f.entropy.detach() * f.mask).sum())
-    gnorm = run.updater.step(loss)
-    denom = max(tokens, 1)
-    return {"loss": float(loss.detach()), "grad_norm": gnorm,
-            **{k: sums[k] / denom for k in ("kl", "clip_fraction", "ratio_mean", "entropy")},
-            "tokens_trained": float(tokens),
-            "balance_loss": sums["balance_loss"], "z_loss": sums["z_loss"]}
+    if not mb.completion_ids:
+        loss = sum(t.sum() for t in module.parameters()) * 0.0
+    run.busy_s += time.perf_counter() - t_start
+    return loss, sums, tokens
 
 
 def _rollout_metrics(ro: Rollout, zero_var: np.ndarray, before: Sequence[int]
@@ -223,20 +272,38 @@ def _placebo(rewards: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def _gather_rollout(run: RLRun, tasks: Sequence[Mapping[str, Any]], mine: Rollout) -> Rollout:
+    """The round's whole rollout on every rank: each rank's share (its contiguous slice of
+    ``tasks``, scored where it was sampled) in rank order, so prompt i is ``tasks[i]``."""
+    fields = ("prompt_ids", "token_ids", "engine_logprobs", "texts", "finish")
+    parts = gather({f: getattr(mine, f) for f in (*fields, "rewards", "correct")}, run.world)
+    return Rollout(list(tasks), *([x for part in parts for x in part[f]] for f in fields),
+                   rewards=np.concatenate([part["rewards"] for part in parts]),
+                   correct=np.concatenate([part["correct"] for part in parts]))
+
+
 def collect(run: RLRun, step: int) -> tuple[Rollout, list[int], int, float, float]:
     """Steps 1-2: (rollout of all rounds, times each prompt was drawn before, rounds, rollout
-    seconds, reward seconds)."""
+    seconds, reward seconds).
+
+    On several ranks every rank draws the round's L prompts, samples and scores its contiguous
+    share of them (engine seed offset by the rank), and the shares are gathered: every rank
+    then holds the whole rollout, whole groups and all. The seconds are this rank's own."""
     p = run.params
     parts, before, t_roll, t_reward = [], [], 0.0, 0.0
     for r in range(p.max_rollout_rounds):
         tasks, seen = run.stream.take(p.prompts_per_step)
+        mine = (tasks if run.world == 1
+                else tasks[slice_for(len(tasks), run.world, run.rank)])
         t0 = time.perf_counter()
-        ro = rollout(run.engine, run.tokenizer, tasks, k=p.samples_per_prompt,
+        ro = rollout(run.engine, run.tokenizer, mine, k=p.samples_per_prompt,
                      max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p,
-                     seed=run.seed * 1_000_003 + step + 100_000_007 * r)
+                     seed=run.seed * 1_000_003 + step + 100_000_007 * r + RANK_SEED * run.rank)
         t1 = time.perf_counter()
         ro.rewards, ro.correct = score(run.score_fn, ro.tasks, ro.texts, ro.k)
         t_roll, t_reward = t_roll + t1 - t0, t_reward + time.perf_counter() - t1
+        if run.world > 1:
+            ro = _gather_rollout(run, tasks, ro)
         parts.append(ro)
         before += seen
         merged = merge(parts)
@@ -247,9 +314,22 @@ def collect(run: RLRun, step: int) -> tuple[Rollout, list[int], int, float, floa
 
 
 def rl_step(run: RLRun, step: int) -> dict[str, float]:
-    """Steps 1-7 of the module docstring; returns the step's metrics row."""
+    """Steps 1-7 of the module docstring; returns the step's metrics row.
+
+    On several ranks every rank holds the whole rollout (:func:`collect`) and computes the same
+    advantages and the same Φ selection; each mini-batch is then split by
+    :func:`pipeline.rl.dist.balanced_split` and each rank trains its share (:func:`_update`).
+    The row is the same on every rank and adds, per rank r, ``tokens_trained_rank<r>``,
+    ``time_step_s_rank<r>`` and ``time_busy_s_rank<r>``: the rank's own work, which never
+    waits for another rank (sampling, scoring, reference scoring and the update's forwards; the
+    backward is left out, as DeepSpeed's gradient all-reduce waits inside it); and the balance:
+    ``tokens_trained_rank_ratio`` (largest share over smallest) and ``time_busy_s_rank_spread``
+    ((max - min) / max busy seconds).
+    """
     p, t0 = run.params, time.perf_counter()
+    run.busy_s = 0.0
     ro, before, rounds, t_roll, t_reward = collect(run, step)
+    run.busy_s += t_roll + t_reward
     t2 = time.perf_counter()
     train_rewards = (_placebo(ro.rewards, np.random.default_rng([run.seed, step, 3]))
                      if p.placebo else ro.rewards)
@@ -261,18 +341,39 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
     # from updated weights and needs its old log-probs scored up front.
     by_minibatch = p.budget_granularity == "minibatch"
     score_old = by_minibatch and len(filled) > 1
-    batches = [_minibatch(run, ro, adv, pairs, score_old) for pairs in filled]
+    if run.world == 1:
+        batches = [_minibatch(run, ro, adv, pairs, score_old) for pairs in filled]
+        totals = [None] * len(batches)
+    else:  # this rank's share of every mini-batch; normalisers count the whole mini-batch
+        t_ref = time.perf_counter()
+        batches = [_minibatch(run, ro, adv, balanced_split(pairs, run.world)[run.rank],
+                              score_old) for pairs in filled]
+        run.busy_s += time.perf_counter() - t_ref
+        totals = [(sum(n for _, n in pairs), len(pairs)) for pairs in filled]
     n_updates = len(batches) if by_minibatch else p.updates_per_rollout
-    updates = [_update(run, batches[u % len(batches)]) for u in range(n_updates if batches else 0)]
+    updates = [_update(run, batches[u % len(batches)], totals[u % len(batches)])
+               for u in range(n_updates if batches else 0)]
     # every mini-batch has had an update by now (updates_per_rollout > 0), so its old
     # log-probs are filled in
     engine_lp = [v for mb in batches for v in mb.engine_logp]
     trainer_lp = [v for mb in batches for row, c in zip(mb.old_logp, mb.completion_ids,
                                                         strict=True) for v in row[:len(c)].tolist()]
-    run.engine.update_weights(run.updater.module)
+    sync_engine(run)
     t3 = time.perf_counter()
     row = _rollout_metrics(ro, zero_var, before)
+    here = [u.pop("tokens_trained_here") for u in updates if "tokens_trained_here" in u]
     row.update({k: float(np.mean([u[k] for u in updates])) for k in (updates[0] if updates else {})})
+    if run.world > 1:
+        engine_lp, trainer_lp = ([v for part in gather(x, run.world) for v in part]
+                                 for x in (engine_lp, trainer_lp))
+        per_rank = gather((float(np.mean(here)) if here else 0.0, t3 - t0, run.busy_s),
+                          run.world)
+        for r, (tokens, step_s, busy_s) in enumerate(per_rank):
+            row.update({f"tokens_trained_rank{r}": tokens, f"time_step_s_rank{r}": step_s,
+                        f"time_busy_s_rank{r}": busy_s})
+        shares, busy = [x[0] for x in per_rank], [x[2] for x in per_rank]
+        row["tokens_trained_rank_ratio"] = max(shares) / max(min(shares), 1.0)
+        row["time_busy_s_rank_spread"] = (max(busy) - min(busy)) / max(max(busy), 1e-9)
     mm = mismatch(engine_lp, trainer_lp)
     generated = sum(len(t) for t in ro.token_ids)
     row.update({
@@ -290,6 +391,13 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
     return row
 
 
+def sync_engine(run: RLRun) -> None:
+    """Point the generation engine at the policy's current weights (a vLLM engine copies
+    them; under ZeRO-3 they are gathered from their partitions first)."""
+    with run.updater.full_weights():
+        run.engine.update_weights(run.updater.module)
+
+
 def evaluate(run: RLRun, tasks: Sequence[Mapping[str, Any]], *, prefix: str, samples: int,
              temperature: float, top_p: float) -> tuple[dict[str, float], list[float]]:
     """(metrics, per-task mean correctness) of ``samples`` responses per task, scored by the
@@ -299,19 +407,37 @@ def evaluate(run: RLRun, tasks: Sequence[Mapping[str, Any]], *, prefix: str, sam
     The engine seed does not depend on ``step``: every evaluation of a run draws with the same
     random numbers, which makes the before/after difference less noisy (the engines sample by
     inverse CDF, so a model that changed little draws nearly the same responses).
+
+    On several ranks each rank samples and scores its contiguous slice of ``tasks`` (engine
+    seed offset by the rank) and the results are gathered in task order.
     """
     if not tasks:
         return {}, []
-    ro = rollout(run.engine, run.tokenizer, tasks, k=samples,
-                 max_new_tokens=run.params.max_new_tokens, temperature=temperature,
-                 top_p=top_p, seed=run.seed * 7919 + (prefix == "holdout_"))
-    ro.rewards, ro.correct = score(run.score_fn, ro.tasks, ro.texts, samples)
-    per_task = ro.correct.mean(axis=1)
+    seed = run.seed * 7919 + (prefix == "holdout_")
+    if run.world == 1:
+        ro = rollout(run.engine, run.tokenizer, tasks, k=samples,
+                     max_new_tokens=run.params.max_new_tokens, temperature=temperature,
+                     top_p=top_p, seed=seed)
+        ro.rewards, ro.correct = score(run.score_fn, ro.tasks, ro.texts, samples)
+        rewards, correct, lengths = ro.rewards, ro.correct, [len(t) for t in ro.token_ids]
+    else:
+        mine = list(tasks[slice_for(len(tasks), run.world, run.rank)])
+        part: tuple[Any, ...] = (np.zeros((0, samples)), np.zeros((0, samples), bool), [])
+        if mine:
+            ro = rollout(run.engine, run.tokenizer, mine, k=samples,
+                         max_new_tokens=run.params.max_new_tokens, temperature=temperature,
+                         top_p=top_p, seed=seed + RANK_SEED * run.rank)
+            ro.rewards, ro.correct = score(run.score_fn, ro.tasks, ro.texts, samples)
+            part = (ro.rewards, ro.correct, [len(t) for t in ro.token_ids])
+        parts = gather(part, run.world)
+        rewards, correct = (np.concatenate([x[i] for x in parts]) for i in (0, 1))
+        lengths = [n for x in parts for n in x[2]]
+    per_task = correct.mean(axis=1)
     acc, se = mean_se(per_task)
     out = {f"{prefix}accuracy": acc, f"{prefix}accuracy_se": se,
-           f"{prefix}reward": float(ro.rewards.mean()),
-           f"{prefix}response_len": float(np.mean([len(t) for t in ro.token_ids]))}
-    domains = np.array([str(t["domain"]) for t in ro.tasks])
+           f"{prefix}reward": float(rewards.mean()),
+           f"{prefix}response_len": float(np.mean(lengths))}
+    domains = np.array([str(t["domain"]) for t in tasks])
     for d in sorted(set(domains)):
         out[f"{prefix}accuracy_{d}"] = float(per_task[domains == d].mean())
     return out, [float(x) for x in per_task]
@@ -348,11 +474,12 @@ def train(run: RLRun, val_tasks: Sequence[Mapping[str, Any]], resume_dir: Path |
     metrics row (also the re-played rows of a resumed run) as it is produced."""
     p = run.params
     start, hist = 0, History()
-    state = checkpoint.load(resume_dir, run.updater, fingerprint) if resume_dir else None
+    state = (checkpoint.load(resume_dir, run.updater, fingerprint, run.world, run.rank)
+             if resume_dir else None)
     if state is not None:
         start = state.step
         hist = History(list(state.steps), list(state.evals), list(state.items))
-        run.engine.update_weights(run.updater.module)  # a vLLM engine holds its own copy
+        sync_engine(run)  # a vLLM engine holds its own copy
         if hist.steps:  # the prompt stream is a function of how many prompts were drawn
             run.stream.advance(int(hist.steps[-1]["prompt_cursor"]))
         replay = [e for e in hist.evals if e["step"] == 0] + hist.steps
@@ -365,7 +492,8 @@ def train(run: RLRun, val_tasks: Sequence[Mapping[str, Any]], resume_dir: Path |
         hist.items.append({"step": 0, **items})
         on_step(0, {k: v for k, v in first.items() if k != "step"})
     kill_at = int(os.environ.get(FAULT_ENV, "-1"))
-    for step in tqdm(range(start + 1, p.steps + 1), desc="rl", initial=start, total=p.steps):
+    for step in tqdm(range(start + 1, p.steps + 1), desc="rl", initial=start, total=p.steps,
+                     disable=run.rank != 0):
         row = rl_step(run, step)
         if step % p.eval_every == 0 or step == p.steps:
             ev, items = evaluate_all(run, val_tasks)
@@ -377,7 +505,7 @@ def train(run: RLRun, val_tasks: Sequence[Mapping[str, Any]], resume_dir: Path |
         if resume_dir and (step == p.steps or (p.checkpoint_every and
                                                step % p.checkpoint_every == 0)):
             checkpoint.save(resume_dir, run.updater, fingerprint, step, hist.steps, hist.evals,
-                            hist.items)
+                            hist.items, run.world, run.rank)
             if step == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
     return hist

@@ -24,7 +24,6 @@ import argparse
 import logging
 import os
 import random
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +36,7 @@ from pipeline.atomic import atomic_path, write_json
 from pipeline.params import as_dict, load_section, load_seed
 from pipeline.schema import TASK, TRACE, validate
 from pipeline.tracking import StageRun, StepWindow, stage_run
-from pipeline.train import resume
+from pipeline.train import launch, resume
 from pipeline.train.deepspeed_engine import init_engine, launched
 from pipeline.train.greedy_eval import greedy_accuracy
 from pipeline.train.sft import (
@@ -70,12 +69,8 @@ def eval_tasks(val: Path | None, domains: set[str], exclude: set[str], n: int, s
 
 
 def relaunch(argv: Sequence[str], n: int) -> None:
-    """Re-run this stage under torchrun with ``n`` ranks; exits with its status."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={n}", "-m", "pipeline.stages.sft", *argv]
-    log.info("relaunching under torchrun: %s", " ".join(cmd))
-    sys.exit(subprocess.run(cmd, env=env).returncode)
+    """Re-run this stage under torchrun with ``n`` ranks on this node; exits with its status."""
+    launch.relaunch("pipeline.stages.sft", argv, launch.Rendezvous(n))
 
 
 def loss_figure(history: list[dict[str, float]], evals: list[dict[str, Any]]) -> Any:

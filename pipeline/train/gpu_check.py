@@ -10,6 +10,13 @@ itself):
   and saves the model + a tokenizer to ``OUT`` for phase 2.
 - ``vllm OUT``: loads ``OUT`` in vLLM and times ``prompts x max_new_tokens`` sampled tokens
   (``ignore_eos``: random weights never stop on their own), printing generated tokens/s.
+- ``rl OUT``: a few C3PO steps of the RL loop (:mod:`pipeline.rl.trainer`) on ``OUT``: the
+  policy in DeepSpeed (bf16, ZeRO ``GPU_CHECK_ZERO``), the frozen reference on the policy's
+  device and dtype, rollouts from vLLM with the policy's weights synced in memory after every
+  step (the torch engine where vLLM is missing), a reward with variance in every group (the
+  parity of the response's length) so every step trains exactly Φ tokens. Prints per step
+  the tokens trained, step time, rollout/train split, tokens/s and the engine/trainer
+  log-prob mismatch (mean |Δ log p| and k3 KL over the trained tokens).
 """
 
 from __future__ import annotations
@@ -28,14 +35,17 @@ SIZES = {
                 num_key_value_heads=4, num_experts=24, num_experts_per_tok=4,
                 moe_intermediate_size=704, shared_expert_intermediate_size=2816,
                 intermediate_size=2816, vocab_size=32000, max_position_embeddings=8192,
-                row_tokens=8192, steps=12, warmup=3, prompts=256, max_new_tokens=256),
+                row_tokens=8192, steps=12, warmup=3, prompts=256, max_new_tokens=256,
+                rl_prompts=32, rl_k=8, rl_budget=32768, rl_steps=4),
     "small": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                   num_key_value_heads=1, num_experts=4, num_experts_per_tok=2,
                   moe_intermediate_size=64, shared_expert_intermediate_size=128,
                   intermediate_size=128, vocab_size=512, max_position_embeddings=1024,
-                  row_tokens=512, steps=4, warmup=1, prompts=8, max_new_tokens=32),
+                  row_tokens=512, steps=4, warmup=1, prompts=8, max_new_tokens=32,
+                  rl_prompts=4, rl_k=4, rl_budget=128, rl_steps=3),
 }
-RUN_KEYS = ("row_tokens", "steps", "warmup", "prompts", "max_new_tokens")
+RUN_KEYS = ("row_tokens", "steps", "warmup", "prompts", "max_new_tokens", "rl_prompts", "rl_k",
+            "rl_budget", "rl_steps")
 
 
 def sizes() -> dict:
@@ -134,7 +144,65 @@ def rollouts(out: Path) -> None:
           f"({len(prompts)} prompts x {s['max_new_tokens']} new tokens)")
 
 
+def length_parity(tasks, texts):
+    from pipeline.verify.result import Score
+
+    return [Score(float(len(x) % 2), bool(len(x) % 2), "") for x in texts]
+
+
+def rl(out: Path) -> None:
+    """A few C3PO steps on the phase-1 model (see the module docstring)."""
+    from pipeline.engines import make_engine
+    from pipeline.model.checkpoint import load_model
+    from pipeline.rl.optim import make_updater
+    from pipeline.rl.params import RLOptim, RLParams
+    from pipeline.rl.stage import frozen_like
+    from pipeline.rl.trainer import RLRun, rl_step
+
+    s = sizes()
+    zero = int(os.environ.get("GPU_CHECK_ZERO", "2"))
+    p = RLParams(steps=s["rl_steps"], prompts_per_step=s["rl_prompts"],
+                 samples_per_prompt=s["rl_k"], max_new_tokens=s["max_new_tokens"],
+                 token_budget=s["rl_budget"], max_rollout_rounds=1, deterministic=False,
+                 optim=RLOptim(lr=1e-6, zero_stage=zero, warmup_ratio=0.0))
+    torch.manual_seed(0)
+    policy, tok = load_model(str(out))
+    policy = policy.float().train()
+    upd = make_updater(policy, p.optim, p.steps, True)
+    reference = frozen_like(load_model(str(out))[0], upd.module)
+    param = next(upd.module.parameters())
+    print(f"RL: policy {param.dtype} on {param.device}, reference "
+          f"{next(reference.parameters()).dtype} on {next(reference.parameters()).device}, "
+          f"ZeRO-{zero}")
+    try:
+        import vllm  # noqa: F401
+
+        with upd.full_weights():  # ZeRO-3: the first sync needs the whole weights too
+            engine = make_engine("vllm", model_path=str(out), model=upd.module,
+                                 max_model_len=1024 if not torch.cuda.is_available() else 4096,
+                                 llm_kwargs={"gpu_memory_utilization": 0.35}
+                                 if torch.cuda.is_available() else None)
+        kind = "vLLM, weights synced in memory"
+    except ImportError:
+        engine = make_engine("torch", model=upd.module, tokenizer=tok)
+        kind = "torch engine (vLLM not installed)"
+    tasks = [{"id": str(i), "domain": "math", "prompt": f"Task {i}: add {i} and {i * 3}"}
+             for i in range(256)]
+    run = RLRun(p, 0, tok, upd, reference, engine, tasks, length_parity)
+    print(f"RL rollouts: {kind}; L={p.prompts_per_step} K={p.samples_per_prompt} "
+          f"max_new_tokens={p.max_new_tokens} Φ={p.token_budget}")
+    for step in range(1, p.steps + 1):
+        r = rl_step(run, step)
+        print(f"RL step {step}: trained {r['tokens_trained']:.0f} of "
+              f"{r['tokens_generated']:.0f} tokens, step {r['time_step_s']:.2f} s (rollout "
+              f"{r['time_rollout_s']:.2f}, train {r['time_train_s']:.2f}), "
+              f"{r['tokens_per_s']:.0f} tokens/s, log-prob mismatch |Δ| "
+              f"{r['logprob_mismatch_abs']:.2e} KL {r['logprob_mismatch_kl']:.2e}, "
+              f"grad_norm {r['grad_norm']:.3f}")
+    engine.close()
+
+
 if __name__ == "__main__":
     phase, folder = sys.argv[1], Path(sys.argv[2])
     folder.mkdir(parents=True, exist_ok=True)
-    {"train": train, "vllm": rollouts}[phase](folder)
+    {"train": train, "vllm": rollouts, "rl": rl}[phase](folder)

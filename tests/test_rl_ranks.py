@@ -1,0 +1,468 @@
+"""C3PO on several data-parallel ranks: the split, the launcher, and 2 gloo ranks end to end.
+
+The gradient test launches this file as a module under torchrun (``python -m
+torch.distributed.run ... -m tests.test_rl_ranks grad MODEL_DIR OUT_JSON``): :func:`_child` runs
+on every rank and rank 0 writes what the test checks. The stage tests run
+``pipeline.stages.rl_reasoning`` with ``num_processes: 2``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline.params import ParamsError, load_section  # noqa: E402
+from pipeline.rl.budget import select_budget, walk_order  # noqa: E402
+from pipeline.rl.dist import balanced_split, slice_for  # noqa: E402
+from pipeline.rl.params import RLOptim, RLParams  # noqa: E402
+from pipeline.train.launch import Rendezvous, torchrun_command  # noqa: E402
+
+TIMING = ("time_", "tokens_per_s")
+
+
+# --- the split and the launcher (no process group) ------------------------------------------
+
+def test_slice_for_covers_every_item_once_in_order():
+    assert [slice_for(7, 3, r) for r in range(3)] == [slice(0, 3), slice(3, 5), slice(5, 7)]
+    assert [slice_for(4, 2, r) for r in range(2)] == [slice(0, 2), slice(2, 4)]
+    items = list(range(32))
+    assert [x for r in range(5) for x in items[slice_for(32, 5, r)]] == items
+
+
+def test_balanced_split_by_hand():
+    # lengths 5 3 4 8 2 (T = 22, target 11): cumulative 5 8 12 20 22; after 3 responses the
+    # count is 12 (1 off), after 2 it is 8 (3 off) -> ranks get 12 and 10
+    pairs = [(3, 8), (0, 5), (4, 2), (2, 4), (1, 3)]  # walk order; the split takes index order
+    assert balanced_split(pairs, 2) == [[(0, 5), (1, 3), (2, 4)], [(3, 8), (4, 2)]]
+    assert balanced_split(pairs, 1) == [sorted(pairs)]
+    three = balanced_split(pairs, 3)  # targets 7.33 and 14.67: after 2 (8) and after 3 (12)
+    assert three == [[(0, 5), (1, 3)], [(2, 4)], [(3, 8), (4, 2)]]
+    assert balanced_split([(0, 4)], 2) == [[(0, 4)], []]  # one response: one rank idles
+
+
+def test_global_budget_split_exact_and_balanced_on_the_default_runs_steps():
+    # The committed default rl_reasoning run's steps (reports/rl_reasoning/steps.csv: each
+    # step's rounds, zero-variance groups, mean response length and truncated share; the
+    # per-response lengths are not logged, so they are drawn with the step's mean and
+    # truncated share, gamma with a coefficient of variation of 0.5): every step trains
+    # exactly Φ over the ranks, every response goes whole to one rank, and on 2 ranks the
+    # larger share is at most 1.1x the smaller.
+    p = RLParams()
+    with open(REPO / "reports" / "rl_reasoning" / "steps.csv") as f:
+        steps = [r for r in csv.DictReader(f) if r.get("response_len")]
+    assert len(steps) >= 20
+    rng = np.random.default_rng(0)
+    worst = 1.0
+    for row in steps:
+        groups = p.prompts_per_step * int(float(row["rollout_rounds"]))
+        zero = int(float(row["zero_variance_groups"]))
+        while True:  # drawn lengths can fall short of the run's supply: one more round then
+            n = groups * p.samples_per_prompt
+            mean = float(row["response_len"])
+            lengths = np.minimum(1 + rng.gamma(4.0, mean / 4.0, n).astype(int),
+                                 p.max_new_tokens)
+            lengths[rng.random(n) < float(row["truncated_frac"])] = p.max_new_tokens
+            zero_var = np.zeros(groups, bool)
+            zero_var[rng.permutation(groups)[:zero]] = True
+            order = [i for i in walk_order(groups, p.samples_per_prompt, "interleaved")
+                     if not zero_var[i // p.samples_per_prompt]]
+            sel = select_budget(lengths, p.token_budget, order)
+            if sel.tokens_selected == p.token_budget:
+                break
+            groups += p.prompts_per_step
+        (pairs,) = sel.minibatches
+        for world in (2, 4):
+            parts = balanced_split(pairs, world)
+            assert sorted(x for part in parts for x in part) == sorted(pairs)
+            shares = [sum(n for _, n in part) for part in parts]
+            assert sum(shares) == p.token_budget
+            assert all(abs(s - p.token_budget / world) <= p.max_new_tokens for s in shares)
+            if world == 2:
+                worst = max(worst, max(shares) / min(shares))
+    assert worst <= 1.1, worst
+
+
+def test_launcher_one_node_and_two_nodes(monkeypatch):
+    one = torchrun_command("pipeline.stages.rl_reasoning", ["--out", "x"], Rendezvous(2))
+    assert one[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                       "-m", "pipeline.stages.rl_reasoning", "--out", "x"]
+    env = {"NODE_RANK": "1", "MASTER_ADDR": "10.0.0.5"}
+    r = Rendezvous.resolve(8, nnodes=2, node_rank=0, master_addr="127.0.0.1", master_port=29500,
+                           env=env)
+    assert (r.nnodes, r.node_rank, r.master_addr, r.master_port, r.world) == (
+        2, 1, "10.0.0.5", 29500, 16)
+    two = torchrun_command("pipeline.stages.rl_general", [], r)
+    assert two[3:9] == ["--nnodes=2", "--node_rank=1", "--master_addr=10.0.0.5",
+                        "--master_port=29500", "--nproc_per_node=8", "-m"]
+    with pytest.raises(ValueError, match="node_rank"):
+        Rendezvous.resolve(8, nnodes=2, env={"NODE_RANK": "2"})
+
+
+def test_rank_params_checked(tmp_path):
+    with pytest.raises(ValueError, match="deepspeed"):
+        RLParams(num_processes=2, deepspeed=False)
+    with pytest.raises(ValueError, match="node_rank"):
+        RLParams(nnodes=2, node_rank=2)
+    with pytest.raises(ValueError, match="zero_stage"):
+        RLParams(nnodes=2, optim=RLOptim(zero_stage=3))
+    assert RLParams(num_processes=2, optim=RLOptim(zero_stage=2)).num_processes == 2
+    with pytest.raises(ValueError, match="num_processes"):
+        RLParams(num_processes=0)
+    bad = tmp_path / "p.yaml"
+    bad.write_text("rl_reasoning:\n  num_process: 2\n")
+    with pytest.raises(ParamsError, match="rl_reasoning.num_process: unknown key"):
+        load_section("rl_reasoning", RLParams, bad)
+
+
+def test_mlflow_charts_the_rank_balance_within_the_metric_budget():
+    from pipeline.rl.stage import CURVES, SUMMARY, chart_row
+    from pipeline.tracking import METRIC_BUDGET
+
+    row = {"reward": 0.5, "kl": 0.1, "tokens_trained_rank0": 97.0, "tokens_trained_rank1": 103.0,
+           "time_busy_s_rank0": 0.6, "tokens_trained_rank_ratio": 103 / 97,
+           "time_busy_s_rank_spread": 0.1, "tokens_dropped": 3.0}
+    got = chart_row(row, [])
+    assert got == {"reward": 0.5, "kl": 0.1, "kl_clipped": got["kl_clipped"],
+                   "tokens_trained_rank_ratio": 103 / 97, "time_busy_s_rank_spread": 0.1}
+    assert len(CURVES) + 1 + 2 + len(SUMMARY) <= METRIC_BUDGET  # for any number of ranks
+
+
+def test_bf16_autocast_only_for_a_bf16_policy_on_cuda():
+    import contextlib
+
+    from pipeline.rl.forward import autocast_for
+
+    def fake(device: str, dtype: torch.dtype):
+        param = SimpleNamespace(device=torch.device(device), dtype=dtype)
+        return SimpleNamespace(parameters=lambda: iter([param]))
+
+    ctx = autocast_for(fake("cuda", torch.bfloat16))
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    assert ctx.device == "cuda"
+    for device, dtype in (("cuda", torch.float32), ("cpu", torch.bfloat16), ("cpu", torch.float32)):
+        assert isinstance(autocast_for(fake(device, dtype)), contextlib.nullcontext)
+
+
+# --- one process: the numbers of the code before ranks ----------------------------------------
+
+ONE = dict(steps=2, prompts_per_step=4, samples_per_prompt=4, max_new_tokens=24, eval_tasks=4,
+           eval_samples=1, eval_every=2, holdout_prompts=0, drop_zero_variance=False)
+ONE_CONFIGS = {
+    "deepspeed_budget": dict(token_budget=120, max_rollout_rounds=1, kl_coef=0.05,
+                             optim=RLOptim(lr=5e-3, warmup_ratio=0.0)),
+    "torch_token_mean": dict(normaliser="token_mean", deepspeed=False, updates_per_rollout=2,
+                             max_rollout_rounds=1, entropy_coef=1e-3, optim=RLOptim(lr=5e-3)),
+    "torch_minibatch": dict(token_budget=60, deepspeed=False, updates_per_rollout=2,
+                            budget_granularity="minibatch", walk_order="shuffled",
+                            max_rollout_rounds=2, optim=RLOptim(lr=5e-3)),
+}
+# sha256 (first 16 hex digits) of the weights after 2 steps, the losses and grad norms, as the
+# one-process loop computed them before it learned about ranks (torch 2.13 CPU, 1 thread)
+ONE_EXPECTED = {
+    "deepspeed_budget": ("6f13d487f51e71eb", [0.4173692762851715, 0.1920803338289261],
+                         [2.509413242340088, 3.5345730781555176]),
+    "torch_token_mean": ("b538f537a9c39c12", [0.10534891486167908, 0.07597726304084063],
+                         [2.568834900856018, 0.8737004399299622]),
+    "torch_minibatch": ("a38781fcf8d57556", [0.7307597398757935, 0.4006871432065964],
+                        [19.637481451034546, 2.58422315120697]),
+}
+
+
+def test_one_process_run_is_unchanged_and_never_calls_a_collective(monkeypatch):
+    import hashlib
+
+    from pipeline.rl import trainer
+    from tests.test_rl_trainer import make_run, toy_tasks
+
+    def refuse(*a, **k):
+        raise AssertionError("a one-process run reached the ranks' glue")
+
+    for name in ("gather", "all_sum", "balanced_split", "slice_for"):
+        monkeypatch.setattr(trainer, name, refuse)
+    torch.set_num_threads(1)
+    for name, kw in ONE_CONFIGS.items():
+        run = make_run(RLParams(**ONE, **kw), score_fn=by_length)
+        assert run.world == 1
+        hist = trainer.train(run, toy_tasks()[:4], None, fingerprint="one")
+        h = hashlib.sha256()
+        for t in run.updater.module.state_dict().values():
+            h.update(t.detach().contiguous().numpy().tobytes())
+        got = (h.hexdigest()[:16], [r["loss"] for r in hist.steps],
+               [r["grad_norm"] for r in hist.steps])
+        assert got == ONE_EXPECTED[name], name
+        assert not any("_rank" in k for r in hist.steps for k in r)
+
+
+# --- 2 gloo ranks ---------------------------------------------------------------------------
+
+def by_length(tasks, texts):
+    """A reward that depends on the response (parity of its length): groups have variance."""
+    from pipeline.verify.result import Score
+
+    return [Score(float(len(x) % 2), bool(len(x) % 2), "") for x in texts]
+
+
+RUN = dict(steps=3, prompts_per_step=8, samples_per_prompt=4, max_new_tokens=24,
+           eval_tasks=8, eval_samples=1, eval_every=3, checkpoint_every=1, holdout_prompts=0,
+           max_rollout_rounds=1, drop_zero_variance=False)
+
+
+def _launch(tmp_path: Path, *args: str, env_extra: dict | None = None, timeout: int = 300
+            ) -> subprocess.CompletedProcess:
+    from tests.conftest import RANK_ENV
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RINGLITE_TRACKING": "off",
+           "PYTHONPATH": str(REPO), **(env_extra or {})}
+    for key in RANK_ENV:
+        env.pop(key, None)
+    cmd = torchrun_command("tests.test_rl_ranks", list(args), Rendezvous(2))
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from pipeline.engines.fixtures import tiny_trained_moe
+    from pipeline.model.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("rl_ranks")
+    model, tok = tiny_trained_moe()
+    save_checkpoint(model, tok, root / "model")  # every rank starts from the same bytes
+    return root / "model"
+
+
+@pytest.mark.integration
+def test_two_ranks_gradient_equals_one_rank_and_budget_is_global(tmp_path, model_dir):
+    r = _launch(tmp_path, "grad", str(model_dir), str(tmp_path / "grad.json"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    got = json.loads((tmp_path / "grad.json").read_text())
+    assert got["world"] == 2
+    # the 2-rank all-reduced gradient of one selection == the 1-process gradient of it
+    for case, g in got["grad"].items():
+        assert g["ranks_with_rows"] == (1 if case == "one_response" else 2), case
+        assert g["max_rel_diff"] <= 1e-5, (case, g)
+        assert g["loss_1"] == pytest.approx(g["loss_2"], rel=1e-5, abs=1e-7), case
+        assert g["nonzero_tensors"] > 10, case  # a real gradient, not zeros
+    assert got["grad"]["budget"]["responses_cut"] == 1  # the cut response is in the split
+    assert got["grad"]["one_response"]["tokens"] == 5
+    # every step: exactly Φ tokens over both ranks, each rank a near-equal share
+    for row in got["steps"]:
+        assert row["tokens_trained"] == 200.0
+        a, b = row["tokens_trained_rank0"], row["tokens_trained_rank1"]
+        assert a + b == 200.0 and abs(a - b) <= 24  # within one response (max_new_tokens)
+        assert row["prompts_drawn"] == 8 and row["tokens_generated"] > 200
+        for k in ("time_step_s_rank0", "time_busy_s_rank1"):
+            assert row[k] > 0
+        assert row["tokens_trained_rank_ratio"] == max(a, b) / min(a, b)
+
+
+STAGE_PARAMS = """\
+seed: 5
+rl_reasoning:
+  steps: 3
+  prompts_per_step: 4
+  samples_per_prompt: 4
+  max_new_tokens: 24
+  token_budget: 100
+  budget_granularity: minibatch
+  updates_per_rollout: 2
+  walk_order: shuffled
+  drop_zero_variance: false
+  max_rollout_rounds: 2
+  holdout_prompts: 2
+  holdout_samples: 1
+  eval_every: 3
+  eval_tasks: 5
+  eval_samples: 1
+  checkpoint_every: 2
+  reward_workers: 0          # inline scoring: no verifier processes to start
+  optim: {lr: 0.005, zero_stage: 1, warmup_ratio: 0.0}
+  num_processes: 2
+"""
+
+
+def _stage(root: Path, name: str, kill_at: int | None = None, torchrun: bool = False
+           ) -> subprocess.CompletedProcess:
+    """``python -m pipeline.stages.rl_reasoning`` as a plain command (it relaunches itself on
+    2 ranks) or, with ``torchrun``, started by torchrun on 2 ranks."""
+    from tests.conftest import RANK_ENV
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RINGLITE_TRACKING": "off",
+           "PYTHONPATH": str(REPO)}
+    for key in (*RANK_ENV, "RINGLITE_RL_KILL_AFTER_STEP"):
+        env.pop(key, None)
+    if kill_at is not None:
+        env["RINGLITE_RL_KILL_AFTER_STEP"] = str(kill_at)
+    args = ["--model", str(root / "model"), "--tasks", str(root / "rl.parquet"),
+            "--val", str(root / "val.parquet"), "--out", str(root / name / "model"),
+            "--report-dir", str(root / name / "reports"), "--params", str(root / "params.yaml")]
+    cmd = (torchrun_command("pipeline.stages.rl_reasoning", args, Rendezvous(2)) if torchrun
+           else [sys.executable, "-m", "pipeline.stages.rl_reasoning", *args])
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+
+
+@pytest.fixture(scope="module")
+def stage_root(model_dir) -> Path:
+    """Tasks, held-out tasks and params of a 2-rank stage run from the module's start model,
+    and one uninterrupted run of it ("clean"), started as a plain command."""
+    from pipeline.schema import TASK, frame, make_task
+    from tests.test_rl_trainer import toy_tasks
+
+    root = model_dir.parent  # the start model is root / "model"
+    rows = [make_task("math", t["prompt"], {"answer": t["answer"]}, "toy", split="rl")
+            for t in toy_tasks()]
+    frame(rows, TASK).write_parquet(root / "rl.parquet")
+    frame(rows[:6], TASK).write_parquet(root / "val.parquet")
+    (root / "params.yaml").write_text(STAGE_PARAMS)
+    clean = _stage(root, "clean")
+    assert clean.returncode == 0, clean.stderr[-4000:]
+    return root
+
+
+def _steps(root: Path, name: str) -> list[dict]:
+    with open(root / name / "reports" / "steps.csv") as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+@pytest.mark.integration
+def test_two_rank_stage_relaunches_and_rank0_writes_the_outputs(stage_root):
+    from pipeline.model.checkpoint import load_model
+
+    rows = [r for r in _steps(stage_root, "clean") if r["step"] > 0]
+    assert len(rows) == 3
+    for r in rows:  # 2 mini-batches of Φ = 100 per step, each split over the two ranks
+        assert r["tokens_trained"] == 100.0 and r["optimizer_steps"] == 2.0
+        assert r["tokens_trained_rank0"] + r["tokens_trained_rank1"] == 100.0
+        assert abs(r["tokens_trained_rank0"] - r["tokens_trained_rank1"]) <= 24
+        # dynamic sampling: the rounds are decided on the gathered rollout, alike on both ranks
+        assert r["prompts_drawn"] == 4.0 * r["rollout_rounds"]
+    metrics = json.loads((stage_root / "clean" / "reports" / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and "final_holdout_accuracy" in metrics
+    loaded, _ = load_model(stage_root / "clean" / "model")
+    assert (stage_root / "clean" / "reports" / "reward_curve.png").exists()
+    start, _ = load_model(stage_root / "model")
+    moved = [n for (n, a), (_, b) in zip(loaded.named_parameters(), start.named_parameters(),
+                                         strict=True) if not torch.equal(a, b)]
+    assert moved  # the final folder holds the trained weights
+
+
+@pytest.mark.integration
+def test_two_rank_stage_kill9_resume_reproduces_uninterrupted_run(stage_root):
+    # killed and rerun under torchrun (the stage takes the launcher's ranks as they are)
+    from pipeline.model.checkpoint import load_model
+
+    root = stage_root
+    killed = _stage(root, "killed", kill_at=2, torchrun=True)
+    assert killed.returncode != 0, killed.stderr[-4000:]
+    state = json.loads((root / "killed" / "model" / "resume" / "state.json").read_text())
+    assert state["step"] == 2 and state["world"] == 2
+    assert not (root / "killed" / "reports" / "metrics.json").exists()
+    assert {p.name for p in (root / "killed" / "model" / "resume").glob("rng*.pt")} == {
+        "rng.pt", "rng_1.pt"}
+    again = _stage(root, "killed", torchrun=True)
+    assert again.returncode == 0, again.stderr[-4000:]
+
+    def comparable(rows):
+        return [{k: v for k, v in row.items() if not k.startswith(TIMING)
+                 and "_s_rank" not in k} for row in rows]
+
+    a, b = _steps(stage_root, "clean"), _steps(stage_root, "killed")
+    assert len(a) == len(b) == 4  # the step-0 evaluation and 3 steps
+    assert comparable(a) == comparable(b)
+    wa, _ = load_model(stage_root / "clean" / "model")
+    wb, _ = load_model(stage_root / "killed" / "model")
+    for (n, x), (_, y) in zip(wa.named_parameters(), wb.named_parameters(), strict=True):
+        assert torch.equal(x, y), n
+
+
+# --- the ranks' side ------------------------------------------------------------------------
+
+def _params(zero: int = 1, **kw) -> RLParams:
+    return RLParams(**{**RUN, **kw}, token_budget=200, deepspeed=True, kl_coef=0.05,
+                    entropy_coef=1e-3, balance_coef=0.0, z_coef=0.0,
+                    optim=RLOptim(lr=5e-3, zero_stage=zero, warmup_ratio=0.0))
+
+
+def _grad_check(model_dir: str) -> dict:
+    """One step's rollout (2 ranks), its Φ selection split over the ranks, each rank's loss
+    back-propagated through DeepSpeed (ZeRO-0: the all-reduced gradient lands in ``.grad``);
+    against one process: a plain copy of the start weights, the whole selection, plain
+    ``backward``. Per normaliser: max over tensors of max|g2 - g1| / max|g1|."""
+    from pipeline.model.checkpoint import load_model
+    from pipeline.rl import trainer
+    from pipeline.rl.budget import group_advantages
+    from tests.test_rl_trainer import make_run
+
+    p = _params(zero=0)
+    run = make_run(p, score_fn=by_length, model_dir=model_dir)
+    ro, *_ = trainer.collect(run, 1)
+    single, _ = load_model(model_dir)
+    single.train()
+    one = SimpleNamespace(params=p, reference=run.reference, pad_id=run.pad_id, world=1, busy_s=0.0,
+                          updater=SimpleNamespace(module=single, forward_model=lambda: single))
+    out = {}
+    # "one_response": Φ = 5 selects the first 5 tokens of one response, so one rank has no
+    # rows and back-propagates a zero loss that still joins the all-reduce
+    cases = {"budget": {}, "token_mean": {}, "seq_mean": {}, "one_response": {"token_budget": 5}}
+    for name, kw in cases.items():
+        normaliser = "budget" if name == "one_response" else name
+        run.params = one.params = dataclasses.replace(p, normaliser=normaliser, **kw)
+        adv, zero_var = group_advantages(ro.rewards, p.adv_eps)
+        sel = trainer._select(run, ro, zero_var, 1)
+        (pairs,) = sel.minibatches
+        mine = balanced_split(pairs, run.world)[run.rank]
+        totals = (sum(n for _, n in pairs), len(pairs))
+        engine = run.updater.engine
+        engine.zero_grad()
+        loss2, _, _ = trainer.update_loss(run, trainer._minibatch(run, ro, adv, mine, False),
+                                          totals)
+        engine.backward(loss2 * run.world)
+        g2 = [t.grad.detach().clone() if t.grad is not None else torch.zeros_like(t)
+              for t in run.updater.module.parameters()]
+        single.zero_grad(set_to_none=True)
+        loss1, _, _ = trainer.update_loss(one, trainer._minibatch(one, ro, adv, list(pairs),
+                                                                  False))
+        loss1.backward()
+        g1 = [t.grad if t.grad is not None else torch.zeros_like(t) for t in single.parameters()]
+        rel = [float((a - b).abs().max() / b.abs().max()) for a, b in zip(g2, g1, strict=True)
+               if b.abs().max() > 0]
+        loss2_sum = trainer.all_sum([float(loss2.detach())], run.world)[0]
+        has_rows = trainer.all_sum([float(len(mine) > 0)], run.world)[0]
+        out[name] = {"max_rel_diff": max(rel), "nonzero_tensors": len(rel),
+                           "loss_1": float(loss1.detach()), "loss_2": loss2_sum,
+                           "ranks_with_rows": has_rows, "tokens": totals[0],
+                           "responses_cut": sel.responses_cut}
+    return out
+
+
+def _child(argv: list[str]) -> None:
+    torch.set_num_threads(1)
+    from pipeline.rl.trainer import rl_step
+    from tests.test_rl_trainer import make_run
+
+    mode, model_dir = argv[0], argv[1]
+    assert mode == "grad", mode
+    out = {"grad": _grad_check(model_dir)}
+    run = make_run(_params(), score_fn=by_length, model_dir=model_dir)
+    out["steps"] = [rl_step(run, s) for s in (1, 2)]
+    out["world"] = run.world
+    if run.rank == 0:
+        Path(argv[-1]).write_text(json.dumps(out))
+    torch.distributed.barrier()
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])
