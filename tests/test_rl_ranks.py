@@ -170,7 +170,11 @@ ONE_CONFIGS = {
                             max_rollout_rounds=2, optim=RLOptim(lr=5e-3)),
 }
 # sha256 (first 16 hex digits) of the weights after 2 steps, the losses and grad norms, as the
-# one-process loop computed them before it learned about ranks (torch 2.13 CPU, 1 thread)
+# one-process loop computed them before it learned about ranks (torch 2.13 CPU build, AVX2
+# kernels, 1 thread). Another torch build or CPU kernel set rounds differently, samples other
+# tokens and gives other numbers without anything being wrong: there the test checks that two
+# runs agree exactly instead.
+ONE_ENV = ("2.13.0+cpu", "AVX2")
 ONE_EXPECTED = {
     "deepspeed_budget": ("6f13d487f51e71eb", [0.4173692762851715, 0.1920803338289261],
                          [2.509413242340088, 3.5345730781555176]),
@@ -193,17 +197,22 @@ def test_one_process_run_is_unchanged_and_never_calls_a_collective(monkeypatch):
     for name in ("gather", "all_sum", "balanced_split", "slice_for"):
         monkeypatch.setattr(trainer, name, refuse)
     torch.set_num_threads(1)
-    for name, kw in ONE_CONFIGS.items():
+    pinned = (torch.__version__, torch.backends.cpu.get_cpu_capability()) == ONE_ENV
+
+    def one_run(kw):
         run = make_run(RLParams(**ONE, **kw), score_fn=by_length)
         assert run.world == 1
         hist = trainer.train(run, toy_tasks()[:4], None, fingerprint="one")
         h = hashlib.sha256()
         for t in run.updater.module.state_dict().values():
             h.update(t.detach().contiguous().numpy().tobytes())
-        got = (h.hexdigest()[:16], [r["loss"] for r in hist.steps],
-               [r["grad_norm"] for r in hist.steps])
-        assert got == ONE_EXPECTED[name], name
         assert not any("_rank" in k for r in hist.steps for k in r)
+        return (h.hexdigest()[:16], [r["loss"] for r in hist.steps],
+                [r["grad_norm"] for r in hist.steps])
+
+    for name, kw in ONE_CONFIGS.items():
+        got = one_run(kw)
+        assert got == (ONE_EXPECTED[name] if pinned else one_run(kw)), name
 
 
 # --- 2 gloo ranks ---------------------------------------------------------------------------
