@@ -72,25 +72,33 @@ def shingle_hashes(
     concatenated in order, and the number of shingles per document.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+    starts = np.cumsum(lengths) - lengths
     short = (lengths > 0) & (lengths < k) if whole_short else np.zeros_like(lengths, bool)
     counts = np.where(lengths >= k, lengths - k + 1, 0) + short.astype(np.int64)
-    out = np.zeros(int(counts.sum()), dtype=np.uint64)
-    offsets = np.cumsum(counts) - counts  # first shingle of each document in ``out``
     n_win = len(hashes) - k + 1
     if n_win > 0:  # every k-word window of the flat array by shifted slices (no gathers)
-        win = np.zeros(n_win, dtype=np.uint64)
-        for j in range(k):
-            win = win * _ROLL + hashes[j : j + n_win]
-        full = lengths >= k
-        n = counts[full]
-        within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)  # (S_long,)
-        out[np.repeat(offsets[full], n) + within] = win[np.repeat(starts[full], n) + within]
-    for d in np.flatnonzero(short):  # documents shorter than k: one shingle of all words
-        h = np.zeros(1, dtype=np.uint64)  # arrays wrap silently; numpy scalars warn
-        for j in range(lengths[d]):
-            h = h * _ROLL + hashes[starts[d] + j : starts[d] + j + 1]
-        out[offsets[d]] = h[0]
+        win = hashes[:n_win].astype(np.uint64)  # a copy: updated in place (wraps mod 2^64)
+        for j in range(1, k):
+            win *= _ROLL
+            win += hashes[j : j + n_win]
+        # windows that end inside the document they start in, in document order
+        doc_end = np.repeat(starts + lengths, lengths)[:n_win]
+        long_sh = win[np.arange(k, n_win + k) <= doc_end]
+    else:
+        long_sh = np.zeros(0, dtype=np.uint64)
+    if not short.any():
+        return _mix64_to32(long_sh), counts
+    out = np.zeros(int(counts.sum()), dtype=np.uint64)
+    offsets = np.cumsum(counts) - counts  # first shingle of each document in ``out``
+    sd = np.flatnonzero(short)  # documents shorter than k: one shingle of all their words
+    slot = np.zeros(len(out), dtype=bool)
+    slot[offsets[sd]] = True
+    out[~slot] = long_sh
+    h = np.zeros(len(sd), dtype=np.uint64)
+    for j in range(k - 1):
+        m = lengths[sd] > j
+        h[m] = h[m] * _ROLL + hashes[starts[sd[m]] + j]
+    out[offsets[sd]] = h
     return _mix64_to32(out), counts
 
 
@@ -112,12 +120,12 @@ def fmix32(h: np.ndarray) -> np.ndarray:
 
 
 def signatures(
-    shingles: np.ndarray, counts: np.ndarray, num_perm: int, seed: int, chunk: int = 1 << 16
+    shingles: np.ndarray, counts: np.ndarray, num_perm: int, seed: int, chunk: int = 1 << 13
 ) -> np.ndarray:
     """MinHash signatures, shape (D, num_perm) uint32; a document with no shingle is all MAX32.
 
-    Works through the shingles in chunks of about ``chunk`` (whole documents per chunk) so the
-    (shingles x permutations) matrix stays small.
+    Works through the shingles in chunks of about ``chunk`` (whole documents per chunk) in one
+    reused (shingles x permutations) buffer, small enough to stay in the CPU cache.
     """
     a, b = permutations(num_perm, seed)
     counts = np.asarray(counts, dtype=np.int64)
@@ -127,15 +135,34 @@ def signatures(
         return sig
     hv = fmix32(shingles)
     ends = np.cumsum(counts[docs])  # shingle end offset of each non-empty document
+    buf = np.empty((chunk + int(counts.max()), num_perm), dtype=np.uint32)
     lo = 0
     while lo < len(docs):
         base = 0 if lo == 0 else int(ends[lo - 1])
         hi = max(lo + 1, int(np.searchsorted(ends, base + chunk, side="right")))
         seg = np.concatenate(([0], ends[lo : hi - 1] - base))  # segment starts within chunk
-        phv = a[:, None] * hv[None, base : int(ends[hi - 1])] + b[:, None]  # (P, S_chunk), wraps
-        sig[docs[lo:hi]] = np.minimum.reduceat(phv, seg, axis=1).T
+        phv = buf[: int(ends[hi - 1]) - base]
+        np.multiply(hv[base : int(ends[hi - 1]), None], a[None, :], out=phv)  # wraps mod 2^32
+        phv += b[None, :]
+        sig[docs[lo:hi]] = np.minimum.reduceat(phv, seg, axis=0)
         lo = hi
     return sig
+
+
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One uint64 LSH key per document and band, shape (D, bands): band ``b``'s row block
+    ``sig[:, b*rows:(b+1)*rows]`` folded into one hash. Documents with equal keys in a band
+    share that band's bucket."""
+    if bands * rows > sig.shape[1]:
+        raise ValueError(f"bands*rows = {bands * rows} exceeds num_perm = {sig.shape[1]}")
+    keys = np.empty((sig.shape[0], bands), dtype=np.uint64)
+    for band in range(bands):
+        block = sig[:, band * rows : (band + 1) * rows].astype(np.uint64)
+        key = np.zeros(sig.shape[0], dtype=np.uint64)
+        for r in range(rows):
+            key = (key ^ block[:, r]) * _MIX1
+        keys[:, band] = key
+    return keys
 
 
 def candidate_pairs(
@@ -151,11 +178,9 @@ def candidate_pairs(
     if len(idx) < 2:
         return np.zeros((0, 2), dtype=np.int64)
     out = []
+    keys = band_keys(sig[idx], bands, rows)
     for band in range(bands):
-        block = sig[idx, band * rows : (band + 1) * rows].astype(np.uint64)
-        key = np.zeros(len(idx), dtype=np.uint64)
-        for r in range(rows):
-            key = (key ^ block[:, r]) * _MIX1
+        key = keys[:, band]
         order = np.argsort(key, kind="stable")  # equal keys keep ascending document order
         ks = key[order]
         new_run = np.concatenate(([True], ks[1:] != ks[:-1]))
