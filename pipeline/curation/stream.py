@@ -6,7 +6,7 @@ same order, computed in three steps whose memory does not grow with the corpus:
 1. **signatures** (``sketch_chunk``), one chunk of documents at a time: normalised text ->
    MinHash signatures (``minhash``), written to ``sig/<start>.npy`` (uint32, docs x num_perm;
    ``<start>`` is the global index of the chunk's first document), the numbers key of each
-   document to ``key/<start>.npy``, and the LSH band keys of the documents that have shingles to
+   document to ``key/<start>.npy``, its shingle count to ``count/<start>.npy`` and the LSH band keys of the documents that have shingles to
    ``band/<part>/<start>.parquet`` (columns ``band``, ``key``, ``doc``). A band key goes to
    partition ``(key >> 40) % partitions``, so every LSH bucket lies in one partition.
 2. **buckets** (``bucket_partition``), one partition at a time: the partition's band keys are
@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,7 @@ def sketch_chunk(
     del shingles
     name = f"{start:012d}"
     _save_npy(work / "sig" / f"{name}.npy", sig)
+    _save_npy(work / "count" / f"{name}.npy", counts.astype(np.int32))
     if numkey is not None:
         _save_npy(work / "key" / f"{name}.npy", numbers_key_hashes(numkey))
     valid = np.flatnonzero(counts > 0)
@@ -134,6 +136,10 @@ class SignatureStore:
 
     def keys(self, idx: np.ndarray) -> np.ndarray:
         return self._gather("key", np.asarray(idx, dtype=np.int64), None)
+
+    def counts(self, idx: np.ndarray) -> np.ndarray:
+        """Shingles per document (0: the document takes no part in LSH)."""
+        return self._gather("count", np.asarray(idx, dtype=np.int64), None).astype(np.int64)
 
     def similarity(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Estimated Jaccard (share of equal signature slots) of pairs (i[k], j[k])."""
@@ -224,7 +230,8 @@ def _map(fn, args: list[tuple], workers: int, desc: str) -> list:
             out.append(fn(*a))
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn: forking a process that runs polars' thread pool can deadlock the child
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             for r in pool.map(fn, *zip(*args, strict=True)):
                 out.append(r)
                 bar.update()
