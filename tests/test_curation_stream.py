@@ -175,3 +175,32 @@ def test_curate_with_engine_stream_writes_the_same_frames(tmp_path):
     assert a.stats["dropped_by_reason"]["near_duplicate"] > 50  # not a vacuous comparison
     for name in ("sft", "rl", "val", "bench", "quarantine", "dropped"):
         assert a.frames[name].equals(b.frames[name]), name
+
+
+@pytest.mark.integration  # datatrove starts its process pools (about 20 s)
+def test_datatrove_executors_with_local_workers_give_the_same_clusters(tmp_path):
+    """The streaming steps as datatrove jobs (2 tasks each on 2 local processes): the same
+    dropped documents and representatives as the in-memory path."""
+    pytest.importorskip("datatrove")
+    from pipeline.curation import distributed
+
+    texts = _corpus(600, seed=7)
+    files = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    half = len(texts) // 2
+    pl.DataFrame({"text": texts[:half]}).write_parquet(files[0], row_group_size=120)
+    pl.DataFrame({"text": texts[half:]}).write_parquet(files[1], row_group_size=200)
+    # 865 docs: a has 432 rows in row groups 120/120/120/72, b 433 in 200/200/33
+    assert len(texts) == 865
+    assert [u.rows for u in distributed.plan(files, "text")] == [120, 120, 120, 72, 200, 200, 33]
+    out = tmp_path / "out" / "dropped.parquet"
+    job = distributed.dedup_executors(files, "text", out, tmp_path / "w", DedupParams(),
+                                      chunk_docs=64, partitions=4, tasks=2)
+    job.run()
+    norm, numkey = _norm(texts)
+    rep_mem, _ = _in_memory(norm, numkey, DedupParams())
+    gone = np.flatnonzero(rep_mem != np.arange(len(rep_mem)))
+    got = pl.read_parquet(out)
+    assert len(gone) > 100
+    assert got["doc"].to_list() == gone.tolist() and got["rep"].to_list() == rep_mem[gone].tolist()
+    # one signature file per chunk of <= 64 rows of a row group: 2+2+2+2 in a, 4+4+1 in b
+    assert len(list((tmp_path / "w" / "sig").glob("*.npy"))) == 17

@@ -120,12 +120,14 @@ def fmix32(h: np.ndarray) -> np.ndarray:
 
 
 def signatures(
-    shingles: np.ndarray, counts: np.ndarray, num_perm: int, seed: int, chunk: int = 1 << 13
+    shingles: np.ndarray, counts: np.ndarray, num_perm: int, seed: int, chunk: int = 1 << 11
 ) -> np.ndarray:
     """MinHash signatures, shape (D, num_perm) uint32; a document with no shingle is all MAX32.
 
-    Works through the shingles in chunks of about ``chunk`` (whole documents per chunk) in one
-    reused (shingles x permutations) buffer, small enough to stay in the CPU cache.
+    Documents are taken in order of their shingle count, in blocks of about ``chunk`` shingles;
+    inside a block every document's shingles are padded to the block's largest count by
+    repeating its last shingle (the minimum does not change), so one (docs x shingles x
+    permutations) array, small enough for the CPU cache, is hashed and reduced at once.
     """
     a, b = permutations(num_perm, seed)
     counts = np.asarray(counts, dtype=np.int64)
@@ -134,17 +136,20 @@ def signatures(
     if len(docs) == 0:
         return sig
     hv = fmix32(shingles)
-    ends = np.cumsum(counts[docs])  # shingle end offset of each non-empty document
-    buf = np.empty((chunk + int(counts.max()), num_perm), dtype=np.uint32)
+    n = counts[docs]
+    first = np.cumsum(n) - n  # first shingle of each non-empty document
+    order = np.argsort(n, kind="stable")
+    docs, n, first = docs[order], n[order], first[order]
+    ends = np.cumsum(n)
     lo = 0
     while lo < len(docs):
         base = 0 if lo == 0 else int(ends[lo - 1])
         hi = max(lo + 1, int(np.searchsorted(ends, base + chunk, side="right")))
-        seg = np.concatenate(([0], ends[lo : hi - 1] - base))  # segment starts within chunk
-        phv = buf[: int(ends[hi - 1]) - base]
-        np.multiply(hv[base : int(ends[hi - 1]), None], a[None, :], out=phv)  # wraps mod 2^32
-        phv += b[None, :]
-        sig[docs[lo:hi]] = np.minimum.reduceat(phv, seg, axis=0)
+        width = int(n[hi - 1])  # the largest count of the block (sorted)
+        col = np.minimum(np.arange(width)[None, :], n[lo:hi, None] - 1)
+        phv = hv[first[lo:hi, None] + col][:, :, None] * a[None, None, :]  # wraps mod 2^32
+        phv += b
+        sig[docs[lo:hi]] = phv.min(axis=1)
         lo = hi
     return sig
 

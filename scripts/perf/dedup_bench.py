@@ -18,9 +18,9 @@ Every system runs in its own fresh process (so each peak RSS is its own), single
   (spaCy is not installed), its xxhash call patched to encode strings for xxhash 4.x, and
   ``save_cluster_id`` so that its clusters can be scored.
 
-Our settings are ``curate.dedup`` from params.yaml (``default``) and the same with
-``--recall`` overrides (``recall``). Scores, from each system's clusters (documents that share a
-cluster were merged; one per cluster is kept):
+Our settings are ``curate.dedup`` from params.yaml (``default``), ``recall`` (``RECALL``: a lower
+LSH candidate threshold and verification threshold) and any ``--setting``. Scores, from each
+system's clusters (documents that share a cluster were merged; one per cluster is kept):
 
 - precision = correct drops / drops, where a cluster of size s holding t distinct true
   documents has s-1 drops of which s-t are correct; recall = correct drops / sum over true
@@ -95,6 +95,7 @@ QUESTIONS = [
     "How far does {a} walk in a week?",
     "How much does {a} save after {n} weeks?",
 ]
+RECALL = "recall:bands=32,rows=4,threshold=0.6"  # the recall setting (docs/curate.md)
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
 
@@ -336,9 +337,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hard-share", type=float, default=0.02)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--systems", default="memory:default,stream:default,stream:recall,datatrove",
-                    help="comma-separated SYSTEM[:SETTING] (setting default or recall)")
-    ap.add_argument("--recall", default="bands=32,rows=4,threshold=0.6",
-                    help="curate.dedup overrides of the recall setting")
+                    help="comma-separated SYSTEM[:SETTING] (SYSTEM: memory, stream, datatrove)")
+    ap.add_argument("--setting", action="append", default=[],
+                    help="NAME:KEY=VALUE,... a named setting: curate.dedup with these overrides "
+                         f"(built in: default, and {RECALL})")
     ap.add_argument("--chunk-docs", type=int, default=100_000)
     ap.add_argument("--partitions", type=int, default=16)
     ap.add_argument("--work-dir", default=None, help="temp space (default: the system's)")
@@ -352,9 +354,13 @@ def main(argv: list[str] | None = None) -> None:
         return child(args)
 
     default = load_section("curate", CurateParams, REPO / "params.yaml").dedup
-    over = {k: type(getattr(default, k))(v) if not isinstance(getattr(default, k), bool)
-            else v == "true" for k, v in (kv.split("=") for kv in args.recall.split(",") if kv)}
-    settings = {"default": default, "recall": dataclasses.replace(default, **over)}
+    settings = {"default": default}
+    for spec in [RECALL, *args.setting]:
+        name, _, kvs = spec.partition(":")
+        over = {k: v == "true" if isinstance(getattr(default, k), bool)
+                else type(getattr(default, k))(v)
+                for k, v in (kv.split("=") for kv in kvs.split(",") if kv)}
+        settings[name] = dataclasses.replace(default, **over)
     t0 = time.perf_counter()
     corpus = make_corpus(args.docs, args.near_share, args.hard_share, args.seed)
     jac = shingle_jaccard(corpus)
