@@ -53,11 +53,11 @@ def word_hashes(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def _mix64_to32(h: np.ndarray) -> np.ndarray:
     """Murmur-style 64-bit finaliser, then the high 32 bits (uint32)."""
-    h = h ^ (h >> np.uint64(33))
-    h = h * _MIX1
-    h = h ^ (h >> np.uint64(33))
-    h = h * _MIX2
-    h = h ^ (h >> np.uint64(33))
+    h = h ^ (h >> np.uint64(33))  # a new array: the rest works in place on it
+    h *= _MIX1
+    h ^= h >> np.uint64(33)
+    h *= _MIX2
+    h ^= h >> np.uint64(33)
     return (h >> np.uint64(32)).astype(np.uint32)
 
 
@@ -81,9 +81,14 @@ def shingle_hashes(
         for j in range(1, k):
             win *= _ROLL
             win += hashes[j : j + n_win]
-        # windows that end inside the document they start in, in document order
-        doc_end = np.repeat(starts + lengths, lengths)[:n_win]
-        long_sh = win[np.arange(k, n_win + k) <= doc_end]
+        # keep the windows that end inside the document they start in: drop those starting
+        # at the last k-1 positions of each document (all of a document shorter than k)
+        ok = np.ones(n_win, dtype=bool)
+        ends = starts + lengths
+        for j in range(1, k):
+            pos = ends - j
+            ok[pos[(pos >= starts) & (pos < n_win)]] = False
+        long_sh = win[ok]
     else:
         long_sh = np.zeros(0, dtype=np.uint64)
     if not short.any():

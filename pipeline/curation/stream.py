@@ -5,10 +5,11 @@ same order, computed in three steps whose memory does not grow with the corpus:
 
 1. **signatures** (``sketch_chunk``), one chunk of documents at a time: normalised text ->
    MinHash signatures (``minhash``), written to ``sig/<start>.npy`` (uint32, docs x num_perm;
-   ``<start>`` is the global index of the chunk's first document), the numbers key of each
-   document to ``key/<start>.npy``, its shingle count to ``count/<start>.npy`` and the LSH band keys of the documents that have shingles to
-   ``band/<part>/<start>.parquet`` (columns ``band``, ``key``, ``doc``). A band key goes to
-   partition ``(key >> 40) % partitions``, so every LSH bucket lies in one partition.
+   ``<start>`` is the global index of the chunk's first document), with the numbers key of
+   each document in ``key/<start>.npy`` and its shingle count in ``count/<start>.npy``; the
+   LSH band keys of the documents that have shingles go to ``band/<part>/<start>.parquet``
+   (columns ``band``, ``key``, ``doc``). A band key goes to partition
+   ``(key >> 40) % partitions``, so every LSH bucket lies in one partition.
 2. **buckets** (``bucket_partition``), one partition at a time: the partition's band keys are
    grouped by (band, key) with polars' streaming engine; every document of a bucket is paired
    with the bucket's smallest document (as ``minhash.candidate_pairs`` does), the pairs are
@@ -212,6 +213,7 @@ class StreamReport:
     dropped: int
     seconds: float
     peak_rss_mb: float
+    step_seconds: dict[str, float]  # signatures (with reading the input), buckets, clusters
 
     @property
     def docs_per_s(self) -> float:
@@ -271,12 +273,15 @@ def near_clusters_stream(
         n_chunks += 1
         bar.update(len(norm))
     bar.close()
+    t1 = time.perf_counter()
     verified = sum(_map(bucket_partition, [(q, p, work) for q in range(partitions)], workers,
                         "dedup: buckets"))
+    t2 = time.perf_counter()
     rep, sims = resolve(work, n_docs) if n_docs else (np.zeros(0, np.int64), np.zeros(0))
+    t3 = time.perf_counter()
     report = StreamReport(n_docs, n_chunks, partitions, int(verified),
-                          int((rep != np.arange(n_docs)).sum()), time.perf_counter() - t0,
-                          peak_rss_mb())
+                          int((rep != np.arange(n_docs)).sum()), t3 - t0, peak_rss_mb(),
+                          {"signatures": t1 - t0, "buckets": t2 - t1, "clusters": t3 - t2})
     return rep, sims, report
 
 

@@ -263,6 +263,7 @@ def run_stream(path: Path, p: DedupParams, args) -> np.ndarray:
         rep, _, report = stream.near_clusters_stream(
             stream.parquet_chunks([path], "text", args.chunk_docs), p, Path(tmp) / "w",
             args.partitions, workers=1)
+    print(json.dumps({"step_seconds": report.step_seconds}), file=sys.stderr)
     return rep
 
 
