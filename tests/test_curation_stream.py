@@ -148,7 +148,7 @@ def test_params_are_checked_by_name():
 def test_curate_with_engine_stream_writes_the_same_frames(tmp_path):
     """The whole curate core (exact dedup, near dedup, decontamination, split) with
     ``dedup.engine: stream`` and tiny chunks gives the frames and stats of the default engine."""
-    files = write_planted(tmp_path)
+    files = list(write_planted(tmp_path))  # a copy: the fixture's list is shared
     rng = np.random.default_rng(1)
     extra = tmp_path / "user" / "many.jsonl"
     with extra.open("w") as fh:
