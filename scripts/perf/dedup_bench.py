@@ -342,8 +342,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--setting", action="append", default=[],
                     help="NAME:KEY=VALUE,... a named setting: curate.dedup with these overrides "
                          f"(built in: default, and {RECALL})")
-    ap.add_argument("--chunk-docs", type=int, default=100_000)
-    ap.add_argument("--partitions", type=int, default=16)
+    ap.add_argument("--chunk-docs", type=int, default=None,
+                    help="stream: documents per chunk (default curate.dedup.chunk_docs)")
+    ap.add_argument("--partitions", type=int, default=None,
+                    help="stream: bucket partitions (default curate.dedup.partitions)")
     ap.add_argument("--work-dir", default=None, help="temp space (default: the system's)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)
@@ -355,6 +357,8 @@ def main(argv: list[str] | None = None) -> None:
         return child(args)
 
     default = load_section("curate", CurateParams, REPO / "params.yaml").dedup
+    args.chunk_docs = args.chunk_docs or default.chunk_docs
+    args.partitions = args.partitions or default.partitions
     settings = {"default": default}
     for spec in [RECALL, *args.setting]:
         name, _, kvs = spec.partition(":")
