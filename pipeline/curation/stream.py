@@ -28,7 +28,6 @@ datatrove executor tasks (several machines sharing the work directory).
 from __future__ import annotations
 
 import json
-import os
 import resource
 import time
 from collections.abc import Iterable, Iterator
@@ -328,7 +327,3 @@ def dedup_parquet(
     with atomic_path(out.with_suffix(".report.json")) as tmp:
         tmp.write_text(json.dumps(report.as_dict(), indent=2, sort_keys=True) + "\n")
     return report
-
-
-def default_workers() -> int:
-    return max(1, (os.cpu_count() or 1))
