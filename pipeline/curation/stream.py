@@ -50,7 +50,15 @@ GATHER_ROWS = 1 << 13  # signature rows read back per batch (bounds mapped pages
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (``getrusage`` high-water mark)."""
+    """Peak resident memory of this process so far, in MB: ``VmHWM`` of /proc/self/status
+    (``getrusage``'s ``ru_maxrss`` where there is none; on Linux it keeps the peak of the
+    process that started this one across ``exec``, so it is not used first)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -327,9 +327,9 @@ IMPORTS = {
 
 
 def child(args) -> None:
-    import resource
-
     import importlib
+
+    from pipeline.curation.stream import peak_rss_mb
 
     for module in IMPORTS[args.child]:
         importlib.import_module(module)
@@ -338,8 +338,8 @@ def child(args) -> None:
     labels = SYSTEMS[args.child](args.corpus, p, args)
     secs = time.perf_counter() - t
     np.save(args.labels_out, labels)
-    print(json.dumps({"seconds": secs,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    # VmHWM: ru_maxrss would carry the parent's peak (Linux keeps it across fork and exec)
+    print(json.dumps({"seconds": secs, "peak_rss_mb": peak_rss_mb()}))
 
 
 def main(argv: list[str] | None = None) -> None:
