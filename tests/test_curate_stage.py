@@ -101,6 +101,8 @@ def test_main_with_generators_and_mlflow(tmp_path, monkeypatch):
         == stats["dropped_by_reason"]["exact_duplicate"]
     )
     assert len(run.data.metrics) <= 40
+    assert run.data.metrics["perf/peak_rss_mb"] > 50  # a Python process with polars loaded
+    assert run.data.metrics["perf/near_dedup_docs_per_s"] > 0
     names = {d.dataset.name for d in run.inputs.dataset_inputs}
     assert {"user/math.jsonl", "curated/sft"} <= names
     files = {f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id)}

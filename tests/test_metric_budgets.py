@@ -31,7 +31,8 @@ def test_curate():
     from pipeline.stages.curate import _metric_safe, headline, tables
 
     stats = load("curate_stats.json")
-    keys = keys_of(headline(_metric_safe(stats)))
+    perf = {"perf/rows_per_s", "perf/near_dedup_docs_per_s", "perf/peak_rss_mb"}  # CurateResult.perf
+    keys = keys_of(headline(_metric_safe(stats))) | perf
     assert len(keys) <= METRIC_BUDGET < len(numeric(stats))
     assert {"summary/kept", "summary/by_split.rl", "summary/dropped_by_reason.exact_duplicate",
             "summary/kept_by_domain.math"} <= keys

@@ -52,6 +52,12 @@ class DedupParams:
     threshold: float = 0.8  # estimated Jaccard at which a candidate pair is a near-duplicate
     same_numbers: bool = True  # near-dups must have the same numbers and operators
     seed: int = 1  # MinHash permutation seed
+    # memory: the whole role's signatures in memory; stream: signatures and LSH buckets on disk,
+    # chunk by chunk (pipeline.curation.stream): the same clusters, memory bounded by the chunk
+    engine: Literal["memory", "stream"] = "memory"
+    chunk_docs: int = 50_000  # stream: documents per signature chunk
+    partitions: int = 16  # stream: LSH bucket partitions (each grouped and verified alone)
+    workers: int = 1  # stream: local processes working on the bucket partitions
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,9 @@ class CurateParams:
         d = self.dedup
         if d.bands * d.rows > d.num_perm:
             raise ValueError(f"curate.dedup: bands*rows={d.bands * d.rows} > num_perm={d.num_perm}")
+        for key in ("chunk_docs", "partitions", "workers"):
+            if getattr(d, key) < 1:
+                raise ValueError(f"curate.dedup.{key}: must be >= 1, got {getattr(d, key)}")
         for i, f in enumerate(self.user_files):
             if bool(f.domain) == bool(f.domain_field):
                 raise ValueError(f"curate.user_files[{i}]: set exactly one of domain, domain_field")

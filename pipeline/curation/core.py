@@ -14,17 +14,19 @@ Steps (each counted in ``stats``):
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
 from tqdm import tqdm
 
+from pipeline.curation import stream
 from pipeline.curation.config import CurateParams
 from pipeline.curation.decontam import decontaminate
-from pipeline.curation.dedup import DROPPED, exact_dedup, near_dedup, sketch
+from pipeline.curation.dedup import DROPPED, exact_dedup, near_dedup, near_dedup_stream, sketch
 from pipeline.curation.normalize import normalize_series, numbers_key_expr
 from pipeline.curation.split import split_pool
 from pipeline.curation.validate import Rejection, check_task
@@ -43,6 +45,8 @@ class CurateResult:
     frames: dict[str, pl.DataFrame]  # sft, rl, val, bench (TASK), quarantine (QUARANTINE), dropped
     stats: dict[str, Any]
     pairs: pl.DataFrame  # sample of dropped rows next to what they matched (for MLflow)
+    # throughput and memory (MLflow metrics, not stats.json: they differ from run to run)
+    perf: dict[str, float] = field(default_factory=dict)
 
 
 def validate_candidates(
@@ -95,7 +99,7 @@ def check_bad_share(quarantine: pl.DataFrame, rows_in: dict[str, int], max_share
 
 def _dedup_and_decontam(
     tasks: pl.DataFrame, params: CurateParams
-) -> tuple[pl.DataFrame, pl.DataFrame, list[pl.DataFrame]]:
+) -> tuple[pl.DataFrame, pl.DataFrame, list[pl.DataFrame], dict[str, float]]:
     steps = tqdm(total=3, desc="curate: dedup", unit="step")
     tasks = tasks.with_columns(norm=normalize_series(tasks["prompt"]))
     tasks = tasks.with_columns(numkey=numbers_key_expr("norm"))
@@ -103,13 +107,21 @@ def _dedup_and_decontam(
     # business), so exact duplicates follow near-dup representatives within their own role:
     # ids are content hashes, and one id can be a representative in both roles.
     parts, dropped = {}, []
+    perf = {"near_dedup_docs": 0, "near_dedup_seconds": 0.0}
     for role in ("train", "bench"):
         kept, exact_dropped = exact_dedup(tasks.filter(pl.col("role") == role))
         sub = kept.sort("id")
-        sig, counts = sketch(sub["norm"], params.dedup)
-        sub_kept, near_dropped = near_dedup(sub, sig, counts, params.dedup)
-        keep_idx = np.flatnonzero(np.isin(sub["id"].to_numpy(), sub_kept["id"].to_numpy()))
-        parts[role] = (sub_kept, sig[keep_idx], counts[keep_idx])
+        t0 = time.perf_counter()
+        if params.dedup.engine == "stream":
+            sub_kept, near_dropped, ksig, kcnt = near_dedup_stream(sub, params.dedup)
+            parts[role] = (sub_kept, ksig, kcnt)
+        else:
+            sig, counts = sketch(sub["norm"], params.dedup)
+            sub_kept, near_dropped = near_dedup(sub, sig, counts, params.dedup)
+            keep_idx = np.flatnonzero(np.isin(sub["id"].to_numpy(), sub_kept["id"].to_numpy()))
+            parts[role] = (sub_kept, sig[keep_idx], counts[keep_idx])
+        perf["near_dedup_docs"] += sub.height
+        perf["near_dedup_seconds"] += time.perf_counter() - t0
         dropped += [_follow(exact_dropped, near_dropped), near_dropped]
         steps.update()
     (train, tsig, tcnt), (bench, bsig, bcnt) = parts["train"], parts["bench"]
@@ -119,7 +131,7 @@ def _dedup_and_decontam(
     dropped.append(contam)
     steps.update()
     steps.close()
-    return train.filter(pl.Series(keep)), bench, dropped
+    return train.filter(pl.Series(keep)), bench, dropped, perf
 
 
 def _follow(exact: pl.DataFrame, near: pl.DataFrame) -> pl.DataFrame:
@@ -147,8 +159,9 @@ def _pairs_sample(dropped: pl.DataFrame, all_tasks: pl.DataFrame, n: int) -> pl.
 
 def curate(candidates: list[dict[str, Any]], params: CurateParams, seed: int) -> CurateResult:
     """Run steps 1-5 on candidate rows (see module docstring)."""
+    t0 = time.perf_counter()
     tasks, quarantine, rows_in = validate_candidates(candidates, params)
-    train, bench, dropped_parts = _dedup_and_decontam(tasks, params)
+    train, bench, dropped_parts, perf = _dedup_and_decontam(tasks, params)
     present = set(train["domain"].unique().to_list())
     for domain in params.split_by_domain:
         if domain not in present:
@@ -166,7 +179,14 @@ def curate(candidates: list[dict[str, Any]], params: CurateParams, seed: int) ->
     balance(stats)
     frames["quarantine"] = quarantine.select(list(QUARANTINE))
     frames["dropped"] = dropped
-    return CurateResult(frames, stats, _pairs_sample(dropped, tasks, params.dropped_sample_rows))
+    secs = time.perf_counter() - t0
+    perf = {
+        "rows_per_s": stats["rows_in"] / max(secs, 1e-9),
+        "near_dedup_docs_per_s": perf["near_dedup_docs"] / max(perf["near_dedup_seconds"], 1e-9),
+        "peak_rss_mb": stream.peak_rss_mb(),
+    }
+    pairs = _pairs_sample(dropped, tasks, params.dropped_sample_rows)
+    return CurateResult(frames, stats, pairs, perf)
 
 
 def train_origin(train: pl.DataFrame, bench: pl.DataFrame) -> pl.DataFrame:

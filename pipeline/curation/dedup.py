@@ -10,10 +10,14 @@ representative) and ``similarity`` (estimated Jaccard to it; 1.0 for exact dupli
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 
 from pipeline.curation import minhash as mh
+from pipeline.curation import stream
 from pipeline.curation.config import DedupParams
 from pipeline.schema import TASK
 
@@ -83,3 +87,25 @@ def near_dedup(
     dropped = drop_rows(df[gone], "near_duplicate", ids.gather(rep[gone]), sims)
     keep = np.flatnonzero(rep == np.arange(len(rep)))
     return df[keep], dropped
+
+
+def near_dedup_stream(
+    df: pl.DataFrame, p: DedupParams
+) -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray, np.ndarray]:
+    """``near_dedup`` through ``pipeline.curation.stream`` (``engine: stream``): signatures and
+    buckets in a temp directory, ``p.chunk_docs`` documents at a time. The same kept and
+    dropped rows; also returns the kept rows' signatures and shingle counts (decontamination
+    compares them with the benchmark's)."""
+    with tempfile.TemporaryDirectory(prefix="curate-dedup-") as tmp:
+        work = Path(tmp)
+        chunks = stream.chunks_of_frame(df["norm"], df["numkey"], p.chunk_docs)
+        rep, sims, _ = stream.near_clusters_stream(chunks, p, work / "w", p.partitions, p.workers)
+        keep = np.flatnonzero(rep == np.arange(len(rep)))
+        if len(keep):
+            store = stream.SignatureStore(work / "w")
+            ksig, kcnt = store.signatures(keep), store.counts(keep)
+        else:
+            ksig, kcnt = np.zeros((0, p.num_perm), np.uint32), np.zeros(0, np.int64)
+    gone = np.flatnonzero(rep != np.arange(len(rep)))
+    dropped = drop_rows(df[gone], "near_duplicate", df["id"].gather(rep[gone]), sims[gone])
+    return df[keep], dropped, ksig, kcnt

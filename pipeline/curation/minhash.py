@@ -53,11 +53,11 @@ def word_hashes(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def _mix64_to32(h: np.ndarray) -> np.ndarray:
     """Murmur-style 64-bit finaliser, then the high 32 bits (uint32)."""
-    h = h ^ (h >> np.uint64(33))
-    h = h * _MIX1
-    h = h ^ (h >> np.uint64(33))
-    h = h * _MIX2
-    h = h ^ (h >> np.uint64(33))
+    h = h ^ (h >> np.uint64(33))  # a new array: the rest works in place on it
+    h *= _MIX1
+    h ^= h >> np.uint64(33)
+    h *= _MIX2
+    h ^= h >> np.uint64(33)
     return (h >> np.uint64(32)).astype(np.uint32)
 
 
@@ -72,25 +72,38 @@ def shingle_hashes(
     concatenated in order, and the number of shingles per document.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+    starts = np.cumsum(lengths) - lengths
     short = (lengths > 0) & (lengths < k) if whole_short else np.zeros_like(lengths, bool)
     counts = np.where(lengths >= k, lengths - k + 1, 0) + short.astype(np.int64)
-    out = np.zeros(int(counts.sum()), dtype=np.uint64)
-    offsets = np.cumsum(counts) - counts  # first shingle of each document in ``out``
     n_win = len(hashes) - k + 1
     if n_win > 0:  # every k-word window of the flat array by shifted slices (no gathers)
-        win = np.zeros(n_win, dtype=np.uint64)
-        for j in range(k):
-            win = win * _ROLL + hashes[j : j + n_win]
-        full = lengths >= k
-        n = counts[full]
-        within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)  # (S_long,)
-        out[np.repeat(offsets[full], n) + within] = win[np.repeat(starts[full], n) + within]
-    for d in np.flatnonzero(short):  # documents shorter than k: one shingle of all words
-        h = np.zeros(1, dtype=np.uint64)  # arrays wrap silently; numpy scalars warn
-        for j in range(lengths[d]):
-            h = h * _ROLL + hashes[starts[d] + j : starts[d] + j + 1]
-        out[offsets[d]] = h[0]
+        win = hashes[:n_win].astype(np.uint64)  # a copy: updated in place (wraps mod 2^64)
+        for j in range(1, k):
+            win *= _ROLL
+            win += hashes[j : j + n_win]
+        # keep the windows that end inside the document they start in: drop those starting
+        # at the last k-1 positions of each document (all of a document shorter than k)
+        ok = np.ones(n_win, dtype=bool)
+        ends = starts + lengths
+        for j in range(1, k):
+            pos = ends - j
+            ok[pos[(pos >= starts) & (pos < n_win)]] = False
+        long_sh = win[ok]
+    else:
+        long_sh = np.zeros(0, dtype=np.uint64)
+    if not short.any():
+        return _mix64_to32(long_sh), counts
+    out = np.zeros(int(counts.sum()), dtype=np.uint64)
+    offsets = np.cumsum(counts) - counts  # first shingle of each document in ``out``
+    sd = np.flatnonzero(short)  # documents shorter than k: one shingle of all their words
+    slot = np.zeros(len(out), dtype=bool)
+    slot[offsets[sd]] = True
+    out[~slot] = long_sh
+    h = np.zeros(len(sd), dtype=np.uint64)
+    for j in range(k - 1):
+        m = lengths[sd] > j
+        h[m] = h[m] * _ROLL + hashes[starts[sd[m]] + j]
+    out[offsets[sd]] = h
     return _mix64_to32(out), counts
 
 
@@ -112,12 +125,14 @@ def fmix32(h: np.ndarray) -> np.ndarray:
 
 
 def signatures(
-    shingles: np.ndarray, counts: np.ndarray, num_perm: int, seed: int, chunk: int = 1 << 16
+    shingles: np.ndarray, counts: np.ndarray, num_perm: int, seed: int, chunk: int = 1 << 11
 ) -> np.ndarray:
     """MinHash signatures, shape (D, num_perm) uint32; a document with no shingle is all MAX32.
 
-    Works through the shingles in chunks of about ``chunk`` (whole documents per chunk) so the
-    (shingles x permutations) matrix stays small.
+    Documents are taken in order of their shingle count, in blocks of about ``chunk`` shingles;
+    inside a block every document's shingles are padded to the block's largest count by
+    repeating its last shingle (the minimum does not change), so one (docs x shingles x
+    permutations) array, small enough for the CPU cache, is hashed and reduced at once.
     """
     a, b = permutations(num_perm, seed)
     counts = np.asarray(counts, dtype=np.int64)
@@ -126,16 +141,38 @@ def signatures(
     if len(docs) == 0:
         return sig
     hv = fmix32(shingles)
-    ends = np.cumsum(counts[docs])  # shingle end offset of each non-empty document
+    n = counts[docs]
+    first = np.cumsum(n) - n  # first shingle of each non-empty document
+    order = np.argsort(n, kind="stable")
+    docs, n, first = docs[order], n[order], first[order]
+    ends = np.cumsum(n)
     lo = 0
     while lo < len(docs):
         base = 0 if lo == 0 else int(ends[lo - 1])
         hi = max(lo + 1, int(np.searchsorted(ends, base + chunk, side="right")))
-        seg = np.concatenate(([0], ends[lo : hi - 1] - base))  # segment starts within chunk
-        phv = a[:, None] * hv[None, base : int(ends[hi - 1])] + b[:, None]  # (P, S_chunk), wraps
-        sig[docs[lo:hi]] = np.minimum.reduceat(phv, seg, axis=1).T
+        width = int(n[hi - 1])  # the largest count of the block (sorted)
+        col = np.minimum(np.arange(width)[None, :], n[lo:hi, None] - 1)
+        phv = hv[first[lo:hi, None] + col][:, :, None] * a[None, None, :]  # wraps mod 2^32
+        phv += b
+        sig[docs[lo:hi]] = phv.min(axis=1)
         lo = hi
     return sig
+
+
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One uint64 LSH key per document and band, shape (D, bands): band ``b``'s row block
+    ``sig[:, b*rows:(b+1)*rows]`` folded into one hash. Documents with equal keys in a band
+    share that band's bucket."""
+    if bands * rows > sig.shape[1]:
+        raise ValueError(f"bands*rows = {bands * rows} exceeds num_perm = {sig.shape[1]}")
+    keys = np.empty((sig.shape[0], bands), dtype=np.uint64)
+    for band in range(bands):
+        block = sig[:, band * rows : (band + 1) * rows].astype(np.uint64)
+        key = np.zeros(sig.shape[0], dtype=np.uint64)
+        for r in range(rows):
+            key = (key ^ block[:, r]) * _MIX1
+        keys[:, band] = key
+    return keys
 
 
 def candidate_pairs(
@@ -151,11 +188,9 @@ def candidate_pairs(
     if len(idx) < 2:
         return np.zeros((0, 2), dtype=np.int64)
     out = []
+    keys = band_keys(sig[idx], bands, rows)
     for band in range(bands):
-        block = sig[idx, band * rows : (band + 1) * rows].astype(np.uint64)
-        key = np.zeros(len(idx), dtype=np.uint64)
-        for r in range(rows):
-            key = (key ^ block[:, r]) * _MIX1
+        key = keys[:, band]
         order = np.argsort(key, kind="stable")  # equal keys keep ascending document order
         ks = key[order]
         new_run = np.concatenate(([True], ks[1:] != ks[:-1]))

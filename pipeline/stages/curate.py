@@ -89,6 +89,7 @@ def _log(run: StageRun, params: CurateParams, result: CurateResult, out_dir: Pat
             context="output",
         )
     run.metrics(headline(_metric_safe(result.stats)))
+    run.metrics(result.perf, prefix="perf/")
     for name, rows in tables(result.stats).items():
         if rows:
             run.table(rows, name)
@@ -124,6 +125,10 @@ def main(argv: list[str] | None = None) -> None:
             f"dropped {s['dropped']} {s['dropped_by_reason']}, quarantined {s['quarantined']} "
             f"{s['quarantined_by_reason']}"
         )
+        pf = result.perf
+        print(f"curate: {pf['rows_per_s']:.0f} rows/s, near-dup dedup "
+              f"{pf['near_dedup_docs_per_s']:.0f} docs/s ({params.dedup.engine}), "
+              f"peak RSS {pf['peak_rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":
