@@ -101,3 +101,23 @@ def test_missing_report_or_block_is_a_clear_error(tmp_path):
     (root / "README.md").write_text("no block\n")
     with pytest.raises(SystemExit, match="no <!-- results:begin -->"):
         page.main(["--root", str(root)])
+
+
+def test_params_digest_is_the_runs_commit_not_the_checkout(tmp_path):
+    import hashlib
+    import subprocess
+
+    def git(*a):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a],
+                              cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    git("add", "params.yaml")
+    git("commit", "-qm", "run")
+    commit = git("rev-parse", "HEAD").strip()
+    (tmp_path / "params.yaml").write_text("seed: 1\nnew_key: 2\n")  # edited after the run
+    assert page.run_params_digest(tmp_path, commit) == \
+        hashlib.sha256(b"seed: 1\n").hexdigest()[:12]
+    assert page.run_params_digest(tmp_path, "") == \
+        hashlib.sha256(b"seed: 1\nnew_key: 2\n").hexdigest()[:12] + " (this checkout's)"
