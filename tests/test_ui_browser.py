@@ -228,7 +228,7 @@ def test_prefect_walkthrough(pipeline_run, browser):
         page.go_back()
         page.locator("a[href*='/runs/flow-run/']").first.click()
         page.get_by_text("Task Runs", exact=True).first.click()
-        page.get_by_text("make_numbers (cached)").first.wait_for(timeout=30_000)
+        page.get_by_text("make_numbers (cached)").first.wait_for(timeout=90_000)  # the UI polls
         page.get_by_text("Cached").first.wait_for(timeout=30_000)
         shot(page, "prefect_3_cached_task_runs")
 
