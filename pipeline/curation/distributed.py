@@ -20,20 +20,16 @@ datatrove is an optional dependency (``pip install -e .[dev]``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path, write_parquet
 from pipeline.curation import stream
 from pipeline.curation.config import DedupParams
-from pipeline.curation.normalize import normalize_series, numbers_key_expr
 
 
 @dataclass(frozen=True)
@@ -77,12 +73,7 @@ class SignatureTask:
             start = u.start
             for batch in pf.iter_batches(batch_size=self.chunk_docs, row_groups=[u.row_group],
                                          columns=[self.text_col]):
-                texts = pl.from_arrow(batch.column(0))
-                if texts.dtype != pl.String:
-                    raise TypeError(f"{u.file}: column {self.text_col!r} is {texts.dtype}, "
-                                    "expected strings")
-                norm = normalize_series(texts)
-                numkey = pl.DataFrame({"n": norm}).select(numbers_key_expr("n"))["n"]
+                norm, numkey = stream.normalised_batch(batch, u.file, self.text_col)
                 stream.sketch_chunk(start, norm, numkey if self.params.same_numbers else None,
                                     self.params, Path(self.work), self.partitions)
                 start += len(norm)
@@ -113,13 +104,9 @@ class ClusterTask:
         if world_size != 1:
             raise ValueError(f"the cluster step runs as one task, got world_size={world_size}")
         rep, sims = stream.resolve(Path(self.work), self.n_docs)
-        gone = np.flatnonzero(rep != np.arange(len(rep)))
-        out = Path(self.out)
-        write_parquet(out, pl.DataFrame({"doc": gone, "rep": rep[gone],
-                                         "similarity": sims[gone]}))
-        with atomic_path(out.with_suffix(".report.json")) as tmp:
-            tmp.write_text(json.dumps({"docs": self.n_docs, "dropped": len(gone),
-                                       "peak_rss_mb": stream.peak_rss_mb()}, indent=2) + "\n")
+        dropped = int((rep != np.arange(len(rep))).sum())
+        stream.write_dropped(Path(self.out), rep, sims, {
+            "docs": self.n_docs, "dropped": dropped, "peak_rss_mb": stream.peak_rss_mb()})
 
 
 def local_executor(pipeline: list, tasks: int, name: str, depends: Any, logging_dir: Path,

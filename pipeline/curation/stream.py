@@ -27,7 +27,6 @@ datatrove executor tasks (several machines sharing the work directory).
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from collections.abc import Iterable, Iterator
@@ -35,13 +34,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline.atomic import atomic_path, write_parquet
+from pipeline.atomic import atomic_path, write_json, write_parquet
 from pipeline.curation import minhash as mh
 from pipeline.curation.config import DedupParams
 from pipeline.curation.normalize import normalize_series, numbers_key_expr
@@ -305,13 +305,26 @@ def parquet_chunks(
         if text_col not in pf.schema_arrow.names:
             raise KeyError(f"{f}: no column {text_col!r} (columns: {pf.schema_arrow.names})")
         for batch in pf.iter_batches(batch_size=chunk_docs, columns=[text_col]):
-            texts = pl.from_arrow(batch.column(0))
-            if texts.dtype != pl.String:
-                raise TypeError(f"{f}: column {text_col!r} is {texts.dtype}, expected strings")
-            norm = normalize_series(texts)
-            numkey = pl.DataFrame({"n": norm}).select(numbers_key_expr("n"))["n"]
+            norm, numkey = normalised_batch(batch, f, text_col)
             yield start, norm, numkey
             start += len(norm)
+
+
+def normalised_batch(batch: Any, file: Path | str, text_col: str) -> tuple[pl.Series, pl.Series]:
+    """(normalised texts, numbers keys) of a one-column Arrow record batch of ``file``."""
+    texts = pl.from_arrow(batch.column(0))
+    if texts.dtype != pl.String:
+        raise TypeError(f"{file}: column {text_col!r} is {texts.dtype}, expected strings")
+    norm = normalize_series(texts)
+    return norm, pl.DataFrame({"n": norm}).select(numbers_key_expr("n"))["n"]
+
+
+def write_dropped(out: Path, rep: np.ndarray, sims: np.ndarray, report: dict[str, Any]) -> None:
+    """``out``: one row per dropped document (``doc``, its representative ``rep``,
+    ``similarity``); ``<out>.report.json``: ``report``."""
+    gone = np.flatnonzero(rep != np.arange(len(rep)))
+    write_parquet(out, pl.DataFrame({"doc": gone, "rep": rep[gone], "similarity": sims[gone]}))
+    write_json(out.with_suffix(".report.json"), report)
 
 
 def dedup_parquet(
@@ -330,8 +343,5 @@ def dedup_parquet(
     rep, sims, report = near_clusters_stream(
         parquet_chunks(files, text_col, chunk_docs), p, work, partitions, workers
     )
-    gone = np.flatnonzero(rep != np.arange(len(rep)))
-    write_parquet(out, pl.DataFrame({"doc": gone, "rep": rep[gone], "similarity": sims[gone]}))
-    with atomic_path(out.with_suffix(".report.json")) as tmp:
-        tmp.write_text(json.dumps(report.as_dict(), indent=2, sort_keys=True) + "\n")
+    write_dropped(out, rep, sims, report.as_dict())
     return report
