@@ -72,6 +72,43 @@ def test_filter_pool_splits_and_caps_per_group():
     assert [r["id"] for r in again] == [r["id"] for r in kept]
 
 
+def test_unsolved_share_per_group():
+    """{general: 1.0}: every never-solved general prompt the teacher solves is kept; reasoning
+    (not named) keeps none; the unsolvable one is dropped whatever the share."""
+    pool = [row(0, "math", 0.5), row(1, "math", 0.0, True), row(2, "sudoku", 0.0, True),
+            row(3, "ifeval", 0.25), row(4, "ifeval", 0.0, True), row(5, "open_qa", 0.0, True),
+            row(6, "open_qa", 0.0, True), row(7, "open_qa", 0.0, False)]
+    bands = Bands(0.8, 0.0, {"general": 1.0})
+    assert (bands.unsolved_share("general"), bands.unsolved_share("reasoning")) == (1.0, 0.0)
+    kept, dropped = filter_pool(pool, bands, seed=3)
+    assert [r["id"] for r in kept] == ["t0", "t3", "t4", "t5", "t6"]  # input order kept
+    assert {r["id"]: r["reason"] for r in dropped} == {
+        "t1": "unsolved_over_cap", "t2": "unsolved_over_cap", "t7": "unsolvable"}
+    # one float is the same share for both groups
+    both, _ = filter_pool(pool, Bands(0.8, 0.0, 1.0), seed=3)
+    assert [r["id"] for r in both] == ["t0", "t1", "t2", "t3", "t4", "t5", "t6"]
+    # a mapping naming both groups: reasoning 0.5 -> 1 of 2 with 1 learnable, general 0.5 ->
+    # u / (1 + u) <= 0.5 -> 1 of 3
+    half, _ = filter_pool(pool, Bands(0.8, 0.0, {"reasoning": 0.5, "general": 0.5}), seed=3)
+    assert sum(r["reason"] == "unsolved_teacher_ok" for r in half) == 2
+
+
+def test_unsolved_share_rejects_bad_values():
+    with pytest.raises(ValueError, match=r"max_unsolved_share\.reasonin: not a domain group"):
+        Bands(0.8, 0.0, {"reasonin": 0.5})
+    with pytest.raises(ValueError, match=r"max_unsolved_share\.general: must be in \[0, 1\]"):
+        Bands(0.8, 0.0, {"general": 1.5})
+    with pytest.raises(ValueError, match=r"max_unsolved_share: must be in \[0, 1\], got -0.1"):
+        Bands(0.8, 0.0, -0.1)
+    from pipeline.params import build
+    from pipeline.stages.difficulty import DifficultyParams
+
+    with pytest.raises(ValueError, match=r"difficulty\.max_unsolved_share\.general"):
+        build(DifficultyParams, {"max_unsolved_share": {"general": 2.0}}, "difficulty")
+    p = build(DifficultyParams, {"max_unsolved_share": {"general": 1}}, "difficulty")
+    assert p.bands().unsolved_share("general") == 1.0
+
+
 def test_stats_balance_and_counts():
     pool = [row(0, "math", 1.0), row(1, "math", 0.5), row(2, "ifeval", 0.0, False)]
     kept, dropped = filter_pool(pool, BANDS, seed=1)

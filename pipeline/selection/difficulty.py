@@ -12,8 +12,9 @@ Decision per prompt, in order (bands are params):
    - teacher fails                          -> drop, reason ``unsolvable`` (no one solves it:
      untrainable, or a broken reference);
    - teacher solves                         -> keep, reason ``unsolved_teacher_ok``, but at most
-     ``max_unsolved_share`` of each group's (reasoning / general) kept set; the surplus, picked
-     by a seeded shuffle, is dropped with reason ``unsolved_over_cap``.
+     ``max_unsolved_share`` of each group's (reasoning / general) kept set (one share for both
+     groups, or one per group); the surplus, picked by a seeded shuffle, is dropped with reason
+     ``unsolved_over_cap``.
 
 Every input prompt lands in exactly one of kept / dropped, with its reason.
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,13 +31,32 @@ from pipeline.schema import domain_group
 
 KEEP_REASONS = ("learnable", "unsolved_teacher_ok")
 DROP_REASONS = ("too_easy", "unsolvable", "unsolved_over_cap")
+GROUPS = ("reasoning", "general")
 
 
 @dataclass(frozen=True)
 class Bands:
     max_pass_rate: float  # drop above: the model already solves it
     min_pass_rate: float  # at or below: "never solved"; then the teacher decides
-    max_unsolved_share: float  # cap on never-solved (teacher-solvable) prompts in a kept set
+    # cap on never-solved (teacher-solvable) prompts in a kept set: one share for both domain
+    # groups, or {reasoning: s, general: s} (a group not named: 0)
+    max_unsolved_share: float | Mapping[str, float]
+
+    def __post_init__(self) -> None:
+        shares = (self.max_unsolved_share if isinstance(self.max_unsolved_share, Mapping)
+                  else {"": self.max_unsolved_share})
+        for group, share in shares.items():
+            where = f"max_unsolved_share{'.' + group if group else ''}"
+            if group and group not in GROUPS:
+                raise ValueError(f"{where}: not a domain group (reasoning | general)")
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{where}: must be in [0, 1], got {share}")
+
+    def unsolved_share(self, group: str) -> float:
+        """The cap for one domain group."""
+        if isinstance(self.max_unsolved_share, Mapping):
+            return float(self.max_unsolved_share.get(group, 0.0))
+        return float(self.max_unsolved_share)
 
 
 def classify(pass_rate: float, teacher_solved: bool | None, bands: Bands) -> str:
@@ -75,14 +95,14 @@ def filter_pool(
     labelled = [
         {**r, "reason": classify(r["pass_rate"], r.get("teacher_solved"), bands)} for r in rows
     ]
-    for group in ("reasoning", "general"):
+    for group in GROUPS:
         mine = [r for r in labelled if domain_group(r["domain"]) == group]
         learnable = sum(r["reason"] == "learnable" for r in mine)
         unsolved = sorted(
             (r for r in mine if r["reason"] == "unsolved_teacher_ok"),
             key=lambda r: _order_key(r["id"], seed),
         )
-        allowed = unsolved_allowance(learnable, len(unsolved), bands.max_unsolved_share)
+        allowed = unsolved_allowance(learnable, len(unsolved), bands.unsolved_share(group))
         for r in unsolved[allowed:]:
             r["reason"] = "unsolved_over_cap"
     kept = [r for r in labelled if r["reason"] in KEEP_REASONS]

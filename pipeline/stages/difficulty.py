@@ -54,7 +54,8 @@ class DifficultyParams:
     top_p: float = 1.0
     max_pass_rate: float = 0.8  # drop above (always solved)
     min_pass_rate: float = 0.0  # at or below = never solved; the teacher decides
-    max_unsolved_share: float = 0.0  # cap on never-solved, teacher-solvable prompts kept
+    # cap on never-solved, teacher-solvable prompts kept: one share, or one per domain group
+    max_unsolved_share: float | Mapping[str, float] = 0.0
     # domain group (reasoning | general) -> prompts scored, a seeded subset (absent or 0 = all)
     max_prompts: Mapping[str, int] = field(default_factory=lambda: {"reasoning": 900})
     unscored: Literal["drop", "keep"] = "keep"  # what happens to prompts beyond max_prompts
@@ -67,6 +68,13 @@ class DifficultyParams:
                                  "(reasoning | general)")
             if n < 0:
                 raise ValueError(f"difficulty.max_prompts.{group}: must be >= 0, got {n}")
+        try:  # the bands check their own values; here, before any sampling
+            self.bands()
+        except ValueError as e:
+            raise ValueError(f"difficulty.{e}") from None
+
+    def bands(self) -> Bands:
+        return Bands(self.max_pass_rate, self.min_pass_rate, self.max_unsolved_share)
 
 
 def teacher_solves(tasks: Sequence[dict[str, Any]]) -> dict[str, bool]:
@@ -180,8 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         teacher = teacher_solves(never)
         pool = [{**t, "pass_rate": rates[t["id"]], "teacher_solved": teacher.get(t["id"])}
                 for t in tasks]
-        bands = Bands(p.max_pass_rate, p.min_pass_rate, p.max_unsolved_share)
-        kept, dropped = filter_pool(pool, bands, seed)
+        kept, dropped = filter_pool(pool, p.bands(), seed)
         if p.unscored == "keep":
             kept += [{**t, "pass_rate": None, "reason": "unscored_kept"} for t in unscored]
         else:
