@@ -143,7 +143,7 @@ def test_mlflow_charts_the_rank_balance_within_the_metric_budget():
 def test_bf16_autocast_only_for_a_bf16_policy_on_cuda():
     import contextlib
 
-    from pipeline.rl.forward import autocast_for
+    from pipeline.engines.scoring import autocast_for
 
     def fake(device: str, dtype: torch.dtype):
         param = SimpleNamespace(device=torch.device(device), dtype=dtype)

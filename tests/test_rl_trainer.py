@@ -23,10 +23,10 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.engines import make_engine  # noqa: E402
 from pipeline.engines.fixtures import tiny_trained_moe, toy_examples  # noqa: E402
+from pipeline.engines.scoring import length_chunks, policy_forward  # noqa: E402
 from pipeline.model.checkpoint import load_model, save_checkpoint  # noqa: E402
 from pipeline.rl import trainer  # noqa: E402
 from pipeline.rl.budget import group_advantages  # noqa: E402
-from pipeline.rl.forward import length_chunks, policy_forward  # noqa: E402
 from pipeline.rl.optim import make_updater  # noqa: E402
 from pipeline.rl.params import RLOptim, RLParams  # noqa: E402
 from pipeline.rl.rollout import rollout, score  # noqa: E402

@@ -44,12 +44,17 @@ from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
 from pipeline.bench.metrics import mean_se
-from pipeline.engines.scoring import mismatch
+from pipeline.engines.scoring import (
+    has_router,
+    length_chunks,
+    mismatch,
+    policy_forward,
+    score_rows,
+)
 from pipeline.rl import checkpoint
 from pipeline.rl.budget import group_advantages, select_all, select_budget, walk_order
 from pipeline.rl.c3po import c3po_loss, normalise
 from pipeline.rl.dist import all_sum, balanced_split, gather, slice_for, world_rank
-from pipeline.rl.forward import has_router, length_chunks, policy_forward, score_rows
 from pipeline.rl.params import RLParams, check_ranks
 from pipeline.rl.prompts import PromptStream
 from pipeline.rl.rollout import Rollout, ScoreFn, merge, rollout, score
