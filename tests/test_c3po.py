@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pipeline.rl.c3po import c3po_loss, normalise
+from pipeline.rl.c3po import Coefs, c3po_loss, normalise, objective
 
 # Two responses of 3 tokens. Response 0 (A=+1) is whole; response 1 (A=-2) was cut after
 # 2 tokens by the budget, so its 3rd token (ratio 3.0) must not count.
@@ -129,3 +129,28 @@ def test_unknown_kl_estimator_is_an_error():
     logp, old, ref, adv, mask = _inputs()
     with pytest.raises(ValueError, match="kl_estimator"):
         c3po_loss(logp, old, ref, adv, mask, budget=1, kl_estimator="k4")
+
+
+def test_objective_adds_entropy_and_router_terms_by_hand():
+    """L = s·[c3po - α·ΣH/Φ] + w·(λ_b·B + λ_z·Z). Uniform router logits over E experts give
+    P_i = 1/E, so B = E·Σ f_i/E = 1 whatever the routing, and Z = (log E)² on every token."""
+    logp, old, ref, adv, mask = _inputs()
+    entropy = torch.tensor([[0.5, 1.0, 2.0], [0.25, 0.75, 9.0]])  # 9.0 sits outside the mask
+    coefs = Coefs(clip_eps=0.2, kl_coef=BETA, kl_estimator="k3", entropy_coef=0.5,
+                  balance_coef=0.01, z_coef=0.001)
+    experts = 4
+    router = ([torch.zeros(6, experts), torch.zeros(6, experts)], 2, torch.ones(2, 3))
+    loss, stats, extra = objective(logp, old, ref, adv, mask, entropy, router, coefs,
+                                   normaliser="budget", budget=10, row_share=0.5,
+                                   token_share=0.25)
+    h = 0.5 + 1.0 + 2.0 + 0.25 + 0.75
+    z = math.log(experts) ** 2
+    want = 0.5 * (-TOTAL / 10 - 0.5 * h / 10) + 0.25 * (0.01 * 1.0 + 0.001 * z)
+    assert float(loss) == pytest.approx(want, rel=1e-6)
+    assert extra == pytest.approx({"entropy": h, "balance_loss": 0.25, "z_loss": 0.25 * z})
+    assert stats.tokens == 5
+    # a dense model (router None): the router terms vanish and the rest is unchanged
+    dense, _, extra = objective(logp, old, ref, adv, mask, entropy, None, coefs,
+                                normaliser="budget", budget=10, row_share=0.5, token_share=0.25)
+    assert float(dense) == pytest.approx(0.5 * (-TOTAL / 10 - 0.5 * h / 10), rel=1e-6)
+    assert extra["balance_loss"] == extra["z_loss"] == 0.0

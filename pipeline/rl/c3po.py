@@ -1,16 +1,22 @@
-"""The C3PO policy loss (Ring-lite, arXiv 2506.14731, Eq. 2-3) as one pure function.
+"""The RL objective: the C3PO policy loss (Ring-lite, arXiv 2506.14731, Eq. 2-3) and the
+terms added to it, as pure functions.
 
-The normaliser is an explicit argument so the paper's comparison reruns on the same code:
-``budget`` (C3PO: the constant token budget Φ), ``token_mean`` (DAPO: the step's token count),
-``seq_mean`` (GRPO: mean over a response's tokens, then mean over responses).
+:func:`objective` is the whole loss of one forward chunk, its equation in its docstring;
+:func:`c3po_loss` is its policy term. The normaliser is an explicit argument so the paper's
+comparison reruns on the same code: ``budget`` (C3PO: the constant token budget Φ),
+``token_mean`` (DAPO: the step's token count), ``seq_mean`` (GRPO: mean over a response's
+tokens, then mean over responses).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+
+from pipeline.rl.router_losses import balance_loss, z_loss
 
 Normaliser = Literal["budget", "token_mean", "seq_mean"]
 NORMALISERS: tuple[str, ...] = ("budget", "token_mean", "seq_mean")
@@ -119,3 +125,68 @@ def c3po_loss(
             tokens=int(n),
         )
     return loss, stats
+
+
+@dataclass(frozen=True)
+class Coefs:
+    """The objective's weights (params.yaml's RL section)."""
+
+    clip_eps: float  # ε
+    kl_coef: float  # β
+    kl_estimator: KlEstimator
+    entropy_coef: float  # α
+    balance_coef: float  # λ_b
+    z_coef: float  # λ_z
+
+
+def objective(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    entropy: torch.Tensor,
+    router: tuple[Sequence[torch.Tensor], int, torch.Tensor] | None,
+    coefs: Coefs,
+    *,
+    normaliser: Normaliser,
+    budget: int | None,
+    row_share: float = 1.0,
+    token_share: float = 1.0,
+) -> tuple[torch.Tensor, LossStats, dict[str, float]]:
+    r"""The whole RL loss of one forward chunk of a mini-batch.
+
+    ::
+
+        L = s · [ -(1/Φ) Σ_{t∈Ψ} ( min(r_t A_t, clip(r_t, 1-ε, 1+ε) A_t) - β KL_t )
+                  - α (1/Φ) Σ_{t∈Ψ} H_t ]
+            + w · ( λ_b B + λ_z Z )
+
+    - the first line is :func:`c3po_loss` (its docstring defines r_t, A_t, Ψ and KL_t), 1/Φ
+      the chosen normaliser (:func:`normalise`: Φ = ``budget`` under C3PO);
+    - H_t is the policy's full-vocabulary entropy at token t (``entropy``), under the same
+      normaliser; α > 0 rewards entropy;
+    - B and Z are the MoE load-balance and router z-losses of the chunk's real tokens
+      (:mod:`pipeline.rl.router_losses`); ``router`` = (router logits per layer, experts per
+      token, mask of real token rows), or None for a dense model or λ_b = λ_z = 0;
+    - s (``row_share``) is the chunk's share of the mini-batch's responses under ``seq_mean``
+      (else 1) and w (``token_share``) its share of the mini-batch's tokens, so the chunks'
+      losses sum to the mini-batch's.
+
+    Returns (L, the policy term's diagnostics, {"entropy": Σ H over Ψ, "balance_loss": w·B,
+    "z_loss": w·Z}) with the diagnostics detached.
+    """
+    pg, stats = c3po_loss(logp, old_logp, ref_logp, advantages, mask, normaliser=normaliser,
+                          budget=budget, clip_eps=coefs.clip_eps, kl_coef=coefs.kl_coef,
+                          kl_estimator=coefs.kl_estimator)
+    ent = normalise(entropy, mask, normaliser, budget)
+    loss = row_share * (pg - coefs.entropy_coef * ent)
+    extra = {"entropy": float((entropy.detach() * mask).sum()), "balance_loss": 0.0,
+             "z_loss": 0.0}
+    if router is not None:
+        logits, top_k, rows = router
+        bal, zl = balance_loss(logits, top_k, rows), z_loss(logits, rows)
+        loss = loss + token_share * (coefs.balance_coef * bal + coefs.z_coef * zl)
+        extra["balance_loss"] = token_share * float(bal.detach())
+        extra["z_loss"] = token_share * float(zl.detach())
+    return loss, stats, extra

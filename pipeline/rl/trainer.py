@@ -53,12 +53,11 @@ from pipeline.engines.scoring import (
 )
 from pipeline.rl import checkpoint
 from pipeline.rl.budget import group_advantages, select_all, select_budget, walk_order
-from pipeline.rl.c3po import c3po_loss, normalise
+from pipeline.rl.c3po import Coefs, objective
 from pipeline.rl.dist import all_sum, balanced_split, gather, slice_for, world_rank
 from pipeline.rl.params import RLParams, check_ranks
 from pipeline.rl.prompts import PromptStream
 from pipeline.rl.rollout import Rollout, ScoreFn, merge, rollout, score
-from pipeline.rl.router_losses import balance_loss, z_loss
 
 FAULT_ENV = "RINGLITE_RL_KILL_AFTER_STEP"  # fault injection for the kill -9 resume test
 RANK_SEED = 1_000_000_007  # engine seed offset per rank: rank 0 samples as one process does
@@ -203,6 +202,8 @@ def update_loss(run: RLRun, mb: MiniBatch, totals: tuple[int, int] | None = None
     fill_old = mb.old_logp is None
     if fill_old:
         mb.old_logp = torch.zeros_like(mb.ref_logp)
+    coefs = Coefs(p.clip_eps, p.kl_coef, p.kl_estimator, p.entropy_coef, p.balance_coef,
+                  p.z_coef)
     for rows in length_chunks(mb.prompt_ids, mb.completion_ids, p.forward_rows):
         comps = [mb.completion_ids[i] for i in rows]
         width = max(len(c) for c in comps)
@@ -211,26 +212,20 @@ def update_loss(run: RLRun, mb: MiniBatch, totals: tuple[int, int] | None = None
                            temperature=p.temperature)
         if fill_old:
             mb.old_logp[rows, :width] = f.logp.detach()
-        pg, st = c3po_loss(f.logp, mb.old_logp[rows, :width], mb.ref_logp[rows, :width],
-                           mb.advantages[rows], f.mask, normaliser=norm, budget=budget,
-                           clip_eps=p.clip_eps, kl_coef=p.kl_coef,
-                           kl_estimator=p.kl_estimator)
-        ent = normalise(f.entropy, f.mask, norm, budget)
-        share = len(rows) / total_rows if norm == "seq_mean" else 1.0
-        part = share * (pg - p.entropy_coef * ent)
-        n = st.tokens
-        if router:
-            bal = balance_loss(f.router_logits, module.config.num_experts_per_tok, f.attention)
-            zl = z_loss(f.router_logits, f.attention)
-            w = n / max(total_tokens, 1)
-            part = part + w * (p.balance_coef * bal + p.z_coef * zl)
-            sums["balance_loss"] += w * float(bal.detach())
-            sums["z_loss"] += w * float(zl.detach())
+        n = int(f.mask.sum())
+        part, st, extra = objective(
+            f.logp, mb.old_logp[rows, :width], mb.ref_logp[rows, :width], mb.advantages[rows],
+            f.mask, f.entropy,
+            (f.router_logits, module.config.num_experts_per_tok, f.attention) if router else None,
+            coefs, normaliser=norm, budget=budget,
+            row_share=len(rows) / total_rows if norm == "seq_mean" else 1.0,
+            token_share=n / max(total_tokens, 1))
         loss = loss + part
-        tokens += n
+        tokens += st.tokens
         for k in ("kl", "clip_fraction", "ratio_mean"):
-            sums[k] += getattr(st, k) * n
-        sums["entropy"] += float((f.entropy.detach() * f.mask).sum())
+            sums[k] += getattr(st, k) * st.tokens
+        for k, v in extra.items():
+            sums[k] += v
     if not mb.completion_ids:
         loss = sum(t.sum() for t in module.parameters()) * 0.0
     run.busy_s += time.perf_counter() - t_start
