@@ -20,7 +20,8 @@ arm beats the start and the placebo arm does not. A sweep:
         --arm k2:kl_estimator=k2 --out-dir reports/arms/lr_kl
 
 Writes ``<out-dir>/<arm>/{params.yaml,model/,reports/}``, ``<out-dir>/probe/`` (the probe's
-tasks, samples, ``gains.json``, ``gains.md``) and ``<out-dir>/arms.json`` (per arm: the
+tasks, samples, ``gains.json``, ``gains.md``; with two or more arms ``gains.md`` also compares
+every arm with the first one on the same problems) and ``<out-dir>/arms.json`` (per arm: the
 overrides, the stage's metrics.json and the fresh-problem comparison). An arm whose
 ``reports/metrics.json`` exists with the same params is not rerun. Under MLflow every arm's
 stage run nests under one parent run named ``rl_arms``.
@@ -263,6 +264,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, _ in arms:
             results[name]["fresh"] = g[name]
         results["start"] = {"fresh": g["start"]}
+        if len(arms) > 1:  # the other arms against the first, problem by problem
+            first = arms[0][0]
+            vs = probe.gains(pl.read_parquet(probe_dir / "samples.parquet"), first)
+            md += (f"\n\nThe same problems, paired against the arm `{first}`:\n\n"
+                   + probe.gains_markdown({n: vs[n] for n, _ in arms}, first))
+            write_text(probe_dir / "gains.md", md)
+            for name, _ in arms[1:]:
+                results[name][f"fresh_vs_{first}"] = vs[name]
         write_json(out / "arms.json", {
             "note": args.note, "date": time.strftime("%Y-%m-%d %H:%M"), "stage": args.stage,
             "start": shown(args.start, out),
