@@ -55,7 +55,8 @@ class DifficultyParams:
     max_pass_rate: float = 0.8  # drop above (always solved)
     min_pass_rate: float = 0.0  # at or below = never solved; the teacher decides
     # cap on never-solved, teacher-solvable prompts kept: one share, or one per domain group
-    max_unsolved_share: float | Mapping[str, float] = 0.0
+    max_unsolved_share: float | Mapping[str, float] = field(
+        default_factory=lambda: {"reasoning": 0.0, "general": 1.0})
     # domain group (reasoning | general) -> prompts scored, a seeded subset (absent or 0 = all)
     max_prompts: Mapping[str, int] = field(default_factory=lambda: {"reasoning": 900})
     unscored: Literal["drop", "keep"] = "keep"  # what happens to prompts beyond max_prompts
