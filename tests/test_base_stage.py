@@ -135,6 +135,10 @@ def test_main_copies_a_local_checkpoint(tmp_path, curated, monkeypatch):
     src = save_checkpoint(model, tok, tmp_path / "my_ckpt")
     stats, out = _run_main(tmp_path, curated, str(src), monkeypatch)
     assert stats["copied_from"] == str(src.resolve())
+    # counted from the safetensors headers; the module's own count (tied weights once) agrees
+    assert stats["params_total"] == sum(p.numel() for p in model.parameters())
+    assert json.loads((tmp_path / "reports/base/headline.json").read_text()) == {
+        "params_total": stats["params_total"]}
     assert (out / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in src.iterdir())
 

@@ -59,6 +59,17 @@ def merge(base, over):
     return base
 
 
+def flat(d, prefix=""):
+    """Leaf keys of a nested dict, dotted (as ``dvc metrics show`` prints them)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e") / "proj"
@@ -103,6 +114,13 @@ def test_tiny_recipe_end_to_end_then_cached(project):
                 "reports/bench/chart.png"):
         assert (root / out).exists(), out
     assert json.loads((root / "data/curated/stats.json").read_text())["balanced"] is True
+    # every stage's DVC metric is its headline: a few figures, no timings
+    for stage, spec in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        (metric,) = [next(iter(m)) for m in spec["metrics"]]
+        assert metric == f"reports/{stage}/headline.json"
+        leaves = flat(json.loads((root / metric).read_text()))
+        assert 0 < len(leaves) <= 8, (stage, leaves)
+        assert not [k for k in leaves if "second" in k or "per_s" in k or "time" in k], stage
     bench = json.loads((root / "reports/bench/metrics.json").read_text())
     assert set(bench) >= {"base", "sft", "rl_reasoning", "rl_general"}
     assert "all_reasoning" in bench["sft"] and "all_general" in bench["sft"]

@@ -9,6 +9,7 @@ causal LM folder, never from the network.
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,22 @@ def load_model(
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
+
+
+def stored_parameters(folder: str | Path) -> int:
+    """Number of parameters stored in the folder's ``*.safetensors`` files, read from their
+    headers (no tensor is loaded, so it costs nothing for a large checkpoint)."""
+    from safetensors import safe_open
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no *.safetensors files to count parameters in")
+    total = 0
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            for name in st.keys():  # noqa: SIM118 - safe_open is not a mapping
+                total += math.prod(st.get_slice(name).get_shape())
+    return total
 
 
 def copy_checkpoint(src: str | Path, out_dir: str | Path) -> Path:

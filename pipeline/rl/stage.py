@@ -39,6 +39,7 @@ import torch
 from pipeline.atomic import atomic_path, write_json
 from pipeline.bench.metrics import paired_bootstrap
 from pipeline.engines import make_engine
+from pipeline.headline import write_headline
 from pipeline.params import as_dict, load_section, load_seed
 from pipeline.rl.optim import make_updater
 from pipeline.rl.params import RLParams, check_ranks
@@ -328,6 +329,7 @@ def main_for(stage: str, group: str, argv: Sequence[str] | None = None) -> dict[
         tracker.write_steps(reports / "steps.csv")
         metrics = summary(hist, params, seed)
         write_json(reports / "metrics.json", metrics)
+        write_headline(stage, metrics, reports)
         tracker.metrics({k: metrics[k] for k in SUMMARY if k in metrics})
         tracker.table(hist.evals, "tables/evals.json")
         tracker.tags({"generalised": metrics["generalised"],

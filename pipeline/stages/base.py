@@ -29,7 +29,8 @@ import polars as pl
 from tqdm import tqdm
 
 from pipeline.atomic import write_json
-from pipeline.model.checkpoint import copy_checkpoint, save_checkpoint
+from pipeline.headline import write_headline
+from pipeline.model.checkpoint import copy_checkpoint, save_checkpoint, stored_parameters
 from pipeline.model.moe import ModelParams, build_tiny_moe, count_parameters, vllm_cpu_problems
 from pipeline.model.tokenizer import train_tokenizer
 from pipeline.params import as_dict, load_section, load_seed
@@ -146,9 +147,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             run.artifact(args.out, artifact_path="model")  # a few MB; a real checkpoint is not
         else:
             copy_checkpoint(params.source, args.out)
-            stats = {"copied_from": str(Path(params.source).resolve())}
+            stats = {"copied_from": str(Path(params.source).resolve()),
+                     "params_total": stored_parameters(args.out)}
         stats |= {"source": params.source, "seconds": round(time.time() - t0, 2)}
         write_json(args.report_dir / "stats.json", stats)
+        write_headline("base", stats, args.report_dir)
         run.metrics(stats)
         run.artifact(args.report_dir / "stats.json")
     return stats

@@ -44,6 +44,7 @@ from pipeline.bench.report import (
     scores_table,
 )
 from pipeline.bench.sampling import Sampling, sample_checkpoint
+from pipeline.headline import write_headline
 from pipeline.params import load_section, load_seed
 from pipeline.schema import SAMPLE, TASK, frame, validate
 from pipeline.tracking import BENCH_METRIC_BUDGET, git_commit, stage_run
@@ -181,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         table = markdown_table(metrics, names)
         write_parquet(a.out_dir / "samples.parquet", frame(samples, SAMPLE))
         write_json(a.out_dir / "metrics.json", metrics)
+        write_headline("bench", metrics, a.out_dir)
         write_text(a.out_dir / "table.md", table)
         fig = bar_chart(metrics, names)
         with atomic_path(a.out_dir / "chart.png") as tmp:

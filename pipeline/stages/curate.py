@@ -22,6 +22,7 @@ from pipeline.atomic import write_json, write_parquet
 from pipeline.curation.config import CurateParams
 from pipeline.curation.core import CurateResult, check_bad_share, curate
 from pipeline.curation.ingest import file_candidates, generator_candidates, user_frame_for_logging
+from pipeline.headline import write_headline
 from pipeline.params import load_section, load_seed
 from pipeline.tracking import StageRun, rows_of, stage_run
 
@@ -101,6 +102,8 @@ def _log(run: StageRun, params: CurateParams, result: CurateResult, out_dir: Pat
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", required=True, type=Path)
+    ap.add_argument("--report-dir", type=Path, default=None,
+                    help="where headline.json goes (default: --out-dir)")
     ap.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     args = ap.parse_args(argv)
     params = load_section("curate", CurateParams, args.params)
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in OUTPUTS:
             write_parquet(out / f"{name}.parquet", result.frames[name])
         write_json(out / "stats.json", result.stats)
+        write_headline("curate", result.stats, args.report_dir or out)
         _log(run, params, result, out)
         s = result.stats
         print(

@@ -34,6 +34,7 @@ import polars as pl
 
 from pipeline.atomic import atomic_path, write_json, write_parquet, write_text
 from pipeline.bench.sampling import Sampling, pass_rates, sample_checkpoint
+from pipeline.headline import write_headline
 from pipeline.params import load_section, load_seed
 from pipeline.schema import TASK, domain_group, validate
 from pipeline.selection.difficulty import Bands, count_by, filter_pool
@@ -208,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             fig.savefig(tmp, format="png", dpi=120)
         st = stats(df.height, kept, dropped)
         write_json(a.report_dir / "stats.json", st)
+        write_headline("difficulty", st, a.report_dir)
         run.metrics({k: v for k, v in st.items() if k != "by_domain"})
         run.table(rows_of(st["by_domain"], "domain"), "tables/by_domain.json")
         run.figure(fig, "pass_rates.png")

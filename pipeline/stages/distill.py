@@ -35,6 +35,7 @@ import polars as pl
 from tqdm import tqdm
 
 from pipeline.atomic import write_json, write_parquet
+from pipeline.headline import write_headline
 from pipeline.params import load_section, load_seed
 from pipeline.schema import TASK, TRACE, frame, validate
 from pipeline.tracking import rows_of, stage_run
@@ -221,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--tasks", type=Path, required=True)
     ap.add_argument("--tokenizer", type=Path, required=True, help="base model folder")
     ap.add_argument("--out-dir", type=Path, required=True)
+    ap.add_argument("--report-dir", type=Path, default=None,
+                    help="where headline.json goes (default: --out-dir)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -251,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_parquet(a.out_dir / "traces.parquet", frame(accepted, TRACE))
         write_parquet(a.out_dir / "rejected.parquet", frame(rejected, REJECTED))
         write_json(a.out_dir / "stats.json", st)
+        write_headline("distill", st, a.report_dir or a.out_dir)
         run.metrics(headline(st))
         run.artifact(a.out_dir / "stats.json")
         if st["tokens_per_domain"]:

@@ -31,6 +31,7 @@ import polars as pl
 
 from pipeline.atomic import atomic_dir, atomic_path, write_json, write_text
 from pipeline.bench.sampling import Sampling, open_checkpoint, sample_and_score
+from pipeline.headline import write_headline
 from pipeline.params import load_section, load_seed
 from pipeline.schema import TASK, domain_group, validate
 from pipeline.selection.entropy import policy_entropy
@@ -191,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                    "chosen_val_accuracy": c.accuracy, "in_band": choice.in_band,
                    "checkpoints": len(rows), "band_low": p.band_low, "band_high": p.band_high}
         write_json(a.report_dir / "metrics.json", metrics)
+        write_headline("select", metrics, a.report_dir)
         fig = plot(table, p, c.epoch)
         with atomic_path(a.report_dir / "entropy.png") as tmp:
             fig.savefig(tmp, format="png", dpi=120)

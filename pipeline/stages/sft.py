@@ -33,6 +33,7 @@ import polars as pl
 import torch
 
 from pipeline.atomic import atomic_path, write_json
+from pipeline.headline import write_headline
 from pipeline.params import as_dict, load_section, load_seed
 from pipeline.schema import TASK, TRACE, validate
 from pipeline.tracking import StageRun, StepWindow, stage_run
@@ -201,6 +202,7 @@ def write_reports(report_dir: Path, res: dict[str, Any], run: StageRun) -> dict[
     run.steps = [dict(h) for h in state.history]  # after a resume: the whole history
     run.write_steps(report_dir / "steps.csv")
     write_json(report_dir / "metrics.json", metrics)
+    write_headline("sft", metrics, report_dir)
     fig = loss_figure(state.history, state.evals)
     with atomic_path(report_dir / "loss.png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
