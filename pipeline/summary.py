@@ -50,7 +50,7 @@ def main(console: Console | None = None) -> None:
         "\n[bold]Look around[/bold]\n"
         "  make ui                      MLflow UI: runs, curves, models (127.0.0.1:5000)\n"
         "  make prefect-up              Prefect server, worker, flows (127.0.0.1:4200)\n"
-        "  .venv/bin/dvc metrics show   the metrics of every stage\n"
+        "  .venv/bin/dvc metrics show   every stage's headline figures\n"
         "  .venv/bin/dvc plots show     per-step curves (HTML; PNGs are under reports/)\n"
     )
 
