@@ -44,15 +44,7 @@ def headline(stage: str, details: Mapping[str, Any]) -> dict[str, Any]:
     missing = [k for k in HEADLINE_KEYS[stage] if k not in details and k not in OPTIONAL]
     if missing:
         raise KeyError(f"headline: {stage}'s metrics lack {missing}")
-    return {k: _total(details[k]) for k in HEADLINE_KEYS[stage] if k in details}
-
-
-def _total(value: Any) -> Any:
-    """A count by reason (``{"wrong_answer": 3, ...}``) becomes its total, so the column stays
-    one number whichever reasons occur."""
-    if isinstance(value, Mapping) and all(isinstance(v, int | float) for v in value.values()):
-        return sum(value.values())
-    return value
+    return {k: details[k] for k in HEADLINE_KEYS[stage] if k in details}
 
 
 def write_headline(stage: str, details: Mapping[str, Any], report_dir: str | Path) -> Path:

@@ -25,12 +25,6 @@ def test_rl_headline_without_a_second_evaluation_leaves_the_gain_out():
     assert headline("rl_general", details) == details
 
 
-def test_a_count_by_reason_becomes_its_total():
-    assert headline("distill", {"accepted": 7, "rejected": {"wrong": 2, "format": 1}}) == {
-        "accepted": 7, "rejected": 3}
-    assert headline("distill", {"accepted": 7, "rejected": {}}) == {"accepted": 7, "rejected": 0}
-
-
 def test_missing_required_key_names_stage_and_key():
     with pytest.raises(KeyError, match=r"difficulty's metrics lack \['dropped'\]"):
         headline("difficulty", {"kept": 5})
