@@ -256,9 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         models = [f"start={args.start}"] + [f"{n}={out / n / 'model'}" for n, _ in arms]
         if probe.run_bench(base, probe_dir / "tasks.parquet", models, probe_dir):
             raise SystemExit("the fresh-problem bench failed")
-        g = probe.gains(pl.read_parquet(probe_dir / "samples.parquet"), "start")
+        samples = pl.read_parquet(probe_dir / "samples.parquet")
+        g = probe.gains(samples, "start")
         md = probe.gains_markdown(g, "start")
-        write_text(probe_dir / "gains.md", md)
         write_json(probe_dir / "gains.json", {"baseline": "start", "seed": args.probe_seed,
                                               "models": g})
         for name, _ in arms:
@@ -266,12 +266,12 @@ def main(argv: list[str] | None = None) -> int:
         results["start"] = {"fresh": g["start"]}
         if len(arms) > 1:  # the other arms against the first, problem by problem
             first = arms[0][0]
-            vs = probe.gains(pl.read_parquet(probe_dir / "samples.parquet"), first)
+            vs = probe.gains(samples, first)
             md += (f"\n\nThe same problems, paired against the arm `{first}`:\n\n"
                    + probe.gains_markdown({n: vs[n] for n, _ in arms}, first))
-            write_text(probe_dir / "gains.md", md)
             for name, _ in arms[1:]:
                 results[name][f"fresh_vs_{first}"] = vs[name]
+        write_text(probe_dir / "gains.md", md)
         write_json(out / "arms.json", {
             "note": args.note, "date": time.strftime("%Y-%m-%d %H:%M"), "stage": args.stage,
             "start": shown(args.start, out),
