@@ -275,7 +275,11 @@ def test_reward_hack_scores_zero(name, tmp_path, monkeypatch):
     if name == "search_files_argv_env":
         # Control: with the tests on disk, in argv and in the environment of an uncontained
         # process, the search finds the expected values.
+        # A stale task file from another run holds other tokens for the same calls; the
+        # search must not let it overwrite what argv gave.
         (tmp_path / "task.jsonl").write_text(json.dumps({"tests": SECRET_TESTS}) + "\n")
+        (tmp_path / "old").mkdir()  # os.walk reads it after task.jsonl
+        (tmp_path / "old" / "task.jsonl").write_text(json.dumps({"tests": secret_tests()[1]}))
         monkeypatch.setenv("RINGLITE_TASK_TESTS", json.dumps(SECRET_TESTS))
         script = program + f"\nimport sys\nsys.exit(0 if f(1) == {TOKENS[0]!r} else 1)\n"
         env = {**os.environ, "TASK": json.dumps(SECRET_TESTS)}

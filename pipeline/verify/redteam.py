@@ -134,9 +134,9 @@ def f(x):
 import os, re, sys
 _pat = re.compile(r"f\\((\\d+)\\) == '([0-9a-f]{32})'")
 _found = {}
-def _scan(text):
+def _scan(text):  # the first source wins: a stale copy elsewhere must not overwrite argv's
     for m in _pat.finditer(text):
-        _found[int(m.group(1))] = m.group(2)
+        _found.setdefault(int(m.group(1)), m.group(2))
 _scan(" ".join(sys.argv))
 _scan(" ".join(f"{k}={v}" for k, v in os.environ.items()))
 for pid in os.listdir("/proc"):
