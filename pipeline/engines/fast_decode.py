@@ -11,8 +11,9 @@ runs the *same arithmetic* on the live model's weights with fewer, larger ops:
   (all rows of a left-padded batch decode in lockstep, so they share the column);
 - attention is two batched matmuls over the valid columns with an additive padding mask,
   grouped-query heads as a reshape (no repeated keys);
-- routed experts: the (token, expert) pairs are scattered into one (experts, capacity, hidden)
-  buffer, run as two batched matmuls, and gathered back with their router weights.
+- routed experts: the (token, expert) pairs are sorted by expert and run as two grouped
+  matmuls (``F.grouped_mm``: one matmul per expert over exactly its rows, no padding to
+  the busiest expert's load), then put back in order and weighted by the router.
 
 The result equals the transformers forward to float32 rounding (the test compares logits of
 whole decodes). The fused weights are copies made once per :meth:`MoeDecoder.__init__`; the
@@ -123,18 +124,17 @@ class MoeDecoder:
 
     def _experts(self, h: torch.Tensor, logits: torch.Tensor, w: dict[str, Any]) -> torch.Tensor:
         tokens, hidden = h.shape
-        n_exp = logits.shape[1]
         probs = torch.softmax(logits, dim=-1, dtype=torch.float)
         top_w, top_i = probs.topk(self.top_k, dim=-1)
         if self.norm_topk:
             top_w = top_w / top_w.sum(-1, keepdim=True)
-        flat = top_i.reshape(-1)
-        onehot = F.one_hot(flat, n_exp)
-        slot = (onehot.cumsum(0) * onehot).sum(-1) - 1  # rank of the pair within its expert
-        buf = h.new_zeros(n_exp, int(slot.max()) + 1, hidden)
-        buf[flat, slot] = h.repeat_interleave(self.top_k, dim=0)
-        gate, up = torch.bmm(buf, w["gate_up"]).chunk(2, dim=-1)
-        out = torch.bmm(F.silu(gate) * up, w["down"])[flat, slot]
+        flat = top_i.reshape(-1)  # (token, k) pairs, token-major
+        order = torch.argsort(flat, stable=True)  # the pairs grouped by expert
+        ends = torch.bincount(flat, minlength=logits.shape[1]).cumsum(0).to(torch.int32)
+        x = h[order // self.top_k]
+        gate, up = F.grouped_mm(x, w["gate_up"], offs=ends).chunk(2, dim=-1)
+        y = F.grouped_mm(F.silu(gate) * up, w["down"], offs=ends)
+        out = torch.empty_like(y).index_copy_(0, order, y)  # back to (token, k) order
         out = out * top_w.reshape(-1, 1).to(out.dtype)
         return out.view(tokens, self.top_k, hidden).sum(1)
 
