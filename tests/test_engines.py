@@ -15,7 +15,7 @@ import torch
 from transformers import DynamicCache
 
 from pipeline.engines import Completion, make_engine
-from pipeline.engines.fast_decode import MoeDecoder, supported
+from pipeline.engines.fast_decode import MoeDecoder, grouped_matmul, supported
 from pipeline.engines.fixtures import tiny_trained_moe
 from pipeline.engines.scoring import mismatch, token_entropy, token_logprobs
 from pipeline.engines.torch_engine import sample_next
@@ -179,6 +179,20 @@ def test_fast_decode_step_logits_equal_full_forward(tiny, prompts):
     for t in range(6):
         got = dec.step(follow[:, t], pos[:, width + t], width + t, keys, values, mask, rope)
         torch.testing.assert_close(got, want[:, width + t], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("fused,k", [(True, 4), (False, 4), (None, 4), (None, 3)])
+def test_grouped_matmul_multiplies_each_row_by_its_experts_weights(fused, k):
+    # Rows 0-1 belong to expert 0, expert 1 has none, rows 2-4 to expert 2: row i of the result
+    # is the vector-matrix product of x[i] with its expert's matrix, summed out by hand here.
+    # k = 3 floats (12-byte rows) is not aligned for F.grouped_mm: fused=None loops instead.
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(5, k, generator=g), torch.randn(3, k, 4, generator=g)
+    ends = torch.tensor([2, 2, 5], dtype=torch.int32)
+    expert = [0, 0, 2, 2, 2]
+    want = torch.tensor([[sum(float(x[i, j]) * float(w[expert[i], j, n]) for j in range(k))
+                          for n in range(4)] for i in range(5)])
+    torch.testing.assert_close(grouped_matmul(x, w, ends, fused=fused), want)
 
 
 def test_fast_decode_falls_back_for_other_models(tiny, prompts):

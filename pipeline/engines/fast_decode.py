@@ -12,8 +12,8 @@ runs the *same arithmetic* on the live model's weights with fewer, larger ops:
 - attention is two batched matmuls over the valid columns with an additive padding mask,
   grouped-query heads as a reshape (no repeated keys);
 - routed experts: the (token, expert) pairs are sorted by expert and run as two grouped
-  matmuls (``F.grouped_mm``: one matmul per expert over exactly its rows, no padding to
-  the busiest expert's load), then put back in order and weighted by the router.
+  matmuls (:func:`grouped_matmul`: one matmul per expert over exactly its rows, no padding
+  to the busiest expert's load), then put back in order and weighted by the router.
 
 The result equals the transformers forward to float32 rounding (the test compares logits of
 whole decodes). The fused weights are copies made once per :meth:`MoeDecoder.__init__`; the
@@ -47,6 +47,28 @@ def supported(model: Any) -> bool:
         and getattr(cfg, "hidden_act", "silu") == "silu"
         and all(hasattr(layer.mlp, "experts") for layer in model.model.layers)
     )
+
+
+def grouped_matmul(x: torch.Tensor, w: torch.Tensor, ends: torch.Tensor,
+                   fused: bool | None = None) -> torch.Tensor:
+    """``x`` (P, K), rows grouped by expert (group e ends at row ``ends[e]``), times ``w[e]``
+    (E, K, N) for each group: (P, N). ``F.grouped_mm`` runs it in one call on CPU (any dtype,
+    16-byte aligned rows); otherwise (``fused`` False) one matmul per non-empty group, since
+    the CUDA kernel takes bf16 on recent GPUs only."""
+    if fused is None:
+        fused = x.device.type == "cpu" and all(
+            t.data_ptr() % 16 == 0 and all(st * t.element_size() % 16 == 0 for st in t.stride()[:-1])
+            for t in (x, w)
+        )
+    if fused:
+        return F.grouped_mm(x, w, offs=ends)
+    out = x.new_empty(x.shape[0], w.shape[2])
+    start = 0
+    for e, end in enumerate(ends.tolist()):
+        if end > start:
+            out[start:end] = x[start:end] @ w[e]
+        start = end
+    return out
 
 
 class MoeDecoder:
@@ -132,8 +154,8 @@ class MoeDecoder:
         order = torch.argsort(flat, stable=True)  # the pairs grouped by expert
         ends = torch.bincount(flat, minlength=logits.shape[1]).cumsum(0).to(torch.int32)
         x = h[order // self.top_k]
-        gate, up = F.grouped_mm(x, w["gate_up"], offs=ends).chunk(2, dim=-1)
-        y = F.grouped_mm(F.silu(gate) * up, w["down"], offs=ends)
+        gate, up = grouped_matmul(x, w["gate_up"], ends).chunk(2, dim=-1)
+        y = grouped_matmul(F.silu(gate) * up, w["down"], ends)
         out = torch.empty_like(y).index_copy_(0, order, y)  # back to (token, k) order
         out = out * top_w.reshape(-1, 1).to(out.dtype)
         return out.view(tokens, self.top_k, hidden).sum(1)
