@@ -11,8 +11,8 @@ the padding waste each path pays (pad tokens / tokens computed).
 The peer: ``Trainer`` with ``DataCollatorForSeq2Seq`` (pads each batch to its longest sample,
 labels -100 on prompt and pad), ``per_device_train_batch_size=--batch-size``, fp32 on CPU, and
 ``--peer-sampling``: ``random`` (a plain setup) or ``group_by_length`` (its length-grouped
-sampler: batches of similar lengths, so less padding). Ours: rows packed to ``--row-tokens`` with restarting
-position ids, ``--rows`` rows per micro-batch, through :func:`pipeline.train.sft.train_step`
+sampler: batches of similar lengths, so less padding). Ours: rows packed to ``--row-tokens``
+with restarting position ids, ``--rows`` rows per micro-batch, through :func:`pipeline.train.sft.train_step`
 on a DeepSpeed engine (``--zero-stage``, default 0 as in params.yaml for one rank; AdamW,
 clipping). Both run one epoch over the same samples after a warm-up, alternating ``--rounds``
 times (each path keeps its best round: the machine may be shared).
@@ -142,7 +142,8 @@ def main() -> None:
         r = peer(a.base, samples, a.batch_size, warmup=3, out_dir=a.out_dir,
                  sampling=a.peer_sampling)
         r_peer = r if r_peer is None or r["tokens_per_s"] > r_peer["tokens_per_s"] else r_peer
-    for name, r in ((f"ours (packed, ZeRO-{a.zero_stage})", r_ours), (f"Trainer ({a.peer_sampling})", r_peer)):
+    names = (f"ours (packed, ZeRO-{a.zero_stage})", f"Trainer ({a.peer_sampling})")
+    for name, r in zip(names, (r_ours, r_peer), strict=True):
         waste = 1 - r["real_tokens"] / r["computed_tokens"]
         print(f"{name:26s} {r['tokens_per_s']:9.0f} tokens/s (wall) "
               f"{r['tokens_per_cpu_s']:9.0f} tokens/cpu-s  {r['steps']:4d} steps "
