@@ -20,7 +20,8 @@ export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
 endif
 
 .PHONY: install install-dev dvc-init run test test-fast lint ui prefect-up prefect-down \
-        prefect-server prefect-worker deploy deployment-run clean-outputs
+        prefect-server prefect-worker deploy deployment-run clean-outputs findings \
+        finding-normalisers finding-entropy-band finding-two-stage finding-c3po
 
 # --- installation -------------------------------------------------------------------------
 $(VENV)/.installed: pyproject.toml
@@ -47,6 +48,15 @@ dvc-init: install
 run: dvc-init
 	$(PY) -m flows.pipeline
 	$(PY) -m pipeline.summary
+
+# --- the paper's findings in miniature (after `make run`; docs/findings.md) ---------------------
+findings: dvc-init
+	$(PY) -m flows.findings
+
+finding-normalisers finding-entropy-band finding-two-stage: dvc-init
+	$(PY) -m flows.findings --finding $(subst -,_,$(patsubst finding-%,%,$@))
+
+finding-c3po: finding-normalisers
 
 # --- tests --------------------------------------------------------------------------------
 test: install-dev

@@ -44,6 +44,8 @@ from pipeline.atomic import write_text
 from pipeline.params import as_dict, flatten
 
 PARENT_ENV = "RINGLITE_PARENT_RUN_ID"
+# A name for the next stage run other than its stage (an experiment arm: "findings/<arm>")
+RUN_NAME_ENV = "RINGLITE_RUN_NAME"
 PIPELINE_ENV = "RINGLITE_PIPELINE_RUN_ID"
 DEFAULT_EXPERIMENT = "ringlite"
 SUMMARY = "summary/"  # prefix of a run's headline values (an MLflow chart section)
@@ -324,7 +326,8 @@ def stage_run(stage: str, params: Any = None, run_name: str | None = None,
     tags = {"stage": stage, "git_commit": git_commit()}
     t0 = time.time()
     with mlflow.start_run(
-        run_name=run_name or stage, parent_run_id=parent, nested=parent is not None, tags=tags
+        run_name=run_name or os.environ.get(RUN_NAME_ENV) or stage, parent_run_id=parent,
+        nested=parent is not None, tags=tags,
     ) as run:
         mlflow.set_tag("pipeline_run_id", os.environ.get(PIPELINE_ENV) or parent or run.info.run_id)
         handle = StageRun(mlflow, run)

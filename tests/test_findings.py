@@ -1,0 +1,153 @@
+"""The findings in miniature: the arms' params, the statistics and verdicts (numbers derived by
+hand), the DVC stage names the flow runs, and the generated page."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+spec = importlib.util.spec_from_file_location("findings", REPO / "scripts/findings.py")
+fd = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fd)
+
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_cv_ranks_and_spearman_by_hand():
+    assert fd.cv([8192, 8192, 8192]) == 0
+    assert fd.cv([1, 3]) == pytest.approx(0.5)  # std 1 / mean 2
+    assert list(fd.ranks([10, 20, 20, 5])) == [2, 3.5, 3.5, 1]
+    # ranks differ by 0, 1, 1, 0: 1 - 6 * 2 / (4 * 15) = 0.8
+    assert fd.spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert fd.spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    with pytest.raises(ValueError):
+        fd.spearman([1], [2])
+
+
+def test_step_stats_per_optimizer_update():
+    rows = [{"step": 1, "tokens_trained": 8192, "optimizer_steps": 2, "time_train_s": 4.0,
+             "time_step_s": 6.0, "response_len": 40, "reward_first_seen": 0.25, "entropy": 0.5,
+             "grad_norm": 1.0},
+            {"step": 2, "tokens_trained": 8192, "optimizer_steps": 2, "time_train_s": 2.0,
+             "time_step_s": 6.0, "response_len": 60, "reward_first_seen": 0.75, "entropy": 0.4,
+             "grad_norm": 3.0}]
+    s = fd.step_stats(rows)
+    assert s["tokens_per_update_cv"] == 0 and s["tokens_per_update"] == 8192
+    assert s["train_s_per_update"] == pytest.approx(1.5)  # 2 s and 1 s per update
+    assert s["train_s_per_update_cv"] == pytest.approx(0.5 / 1.5)
+    assert s["step_s_cv"] == 0 and s["response_len_cv"] == pytest.approx(10 / 50)
+    assert (s["reward_first_seen"], s["entropy_first"], s["entropy_last"], s["grad_norm"]) == (
+        0.5, 0.5, 0.4, 2.0)
+
+
+def test_read_steps_skips_the_evaluation_row(tmp_path):
+    p = tmp_path / "steps.csv"
+    p.write_text("step,eval_accuracy,tokens_trained,time_train_s\n0,0.3,,\n1,,100,2.5\n")
+    assert fd.read_steps(p) == [{"step": 1.0, "tokens_trained": 100.0, "time_train_s": 2.5}]
+
+
+def test_compare_and_pooled_seeds():
+    a, b = {"t1": 0.0, "t2": 1.0}, {"t1": 1.0, "t2": 1.0}
+    c = fd.compare(a, b)
+    assert c["diff"] == pytest.approx(50.0) and c["problems"] == 2
+    assert c["ci_low"] <= 50.0 <= c["ci_high"]
+    assert fd.mean_scores([a, b]) == {"t1": 0.5, "t2": 1.0}
+    assert fd.avg(a) == 50.0
+    with pytest.raises(ValueError, match="different problems"):
+        fd.compare(a, {"t1": 1.0})
+
+
+def _n(tok_cv, train_cv):
+    return {"tokens_per_update_cv": tok_cv, "train_s_per_update_cv": train_cv}
+
+
+def test_verdict_normalisers():
+    assert fd.verdict_normalisers({"budget": _n(0.0, 0.05), "token_mean": _n(0.2, 0.2)})[0] == (
+        "supports")
+    assert fd.verdict_normalisers({"budget": _n(0.0, 0.15), "token_mean": _n(0.2, 0.2)})[0] == (
+        "cannot tell")  # steadier, but not half
+    assert fd.verdict_normalisers({"budget": _n(0.0, 0.25), "token_mean": _n(0.2, 0.2)})[0] == (
+        "contradicts")
+    assert fd.verdict_normalisers({"budget": _n(0.01, 0.01), "token_mean": _n(0.2, 0.2)})[0] == (
+        "cannot tell")  # the budget was not filled every update
+
+
+def _ci(diff, lo, hi):
+    return {"diff": diff, "ci_low": lo, "ci_high": hi}
+
+
+def test_verdict_entropy_band():
+    arms = [{"epoch": 4, "entropy": 0.6, "in_band": False, "score": 20.0},
+            {"epoch": 8, "entropy": 0.25, "in_band": True, "score": 30.0},
+            {"epoch": 10, "entropy": 0.18, "in_band": True, "score": 28.0}]
+    beaten = {"epoch4": _ci(-10, -14, -6), "epoch10": _ci(-2, -5, 1)}
+    assert fd.verdict_entropy(arms, beaten)[0] == "supports"
+    close = {"epoch4": _ci(-10, -14, 1), "epoch10": _ci(-2, -5, 1)}
+    assert fd.verdict_entropy(arms, close)[0] == "cannot tell"
+    arms[0]["score"] = 40.0  # the out-of-band arm is best and beats both in-band arms
+    out = {"epoch8": _ci(-10, -14, -6), "epoch10": _ci(-12, -15, -8)}
+    assert fd.verdict_entropy(arms, out)[0] == "contradicts"
+    same_side = [dict(a, in_band=True) for a in arms]
+    assert fd.verdict_entropy(same_side, out)[0] == "cannot tell"
+
+
+def test_verdict_two_stage():
+    good, flat, bad = _ci(5, 1, 9), _ci(0, -3, 3), _ci(-5, -9, -1)
+    assert fd.verdict_two_stage({"all_reasoning": flat, "ifeval": good})[0] == "supports"
+    assert fd.verdict_two_stage({"all_reasoning": bad, "ifeval": flat})[0] == "contradicts"
+    assert fd.verdict_two_stage({"all_reasoning": bad, "ifeval": good})[0] == "cannot tell"
+    assert fd.verdict_two_stage({"all_reasoning": flat, "ifeval": flat})[0] == "cannot tell"
+
+
+def test_arm_runs_apply_the_findings_overrides():
+    rl = PARAMS["findings"]["rl"]
+    [run] = fd.arm_runs(PARAMS, "normalisers", "token_mean", "2")
+    assert run["section"]["normaliser"] == "token_mean"
+    assert run["seed"] == PARAMS["seed"] + 2 and run["start"] == "models/selected"
+    assert all(run["section"][k] == v for k, v in rl.items())
+    assert PARAMS["rl_reasoning"]["normaliser"] == "budget"  # the base params are untouched
+    [run] = fd.arm_runs(PARAMS, "entropy_band", "6")
+    assert run["start"] == "models/sft/epoch_6"
+    t = PARAMS["findings"]["two_stage"]
+    first, second = fd.arm_runs(PARAMS, "two_stage", "two_stage")
+    assert (first["stage"], second["stage"], second["start"]) == (
+        "rl_reasoning", "rl_general", "<previous>")
+    assert (first["section"]["steps"], second["section"]["steps"]) == (
+        t["reasoning_steps"], t["general_steps"])
+    [joint] = fd.arm_runs(PARAMS, "two_stage", "joint")
+    assert joint["section"]["steps"] == t["reasoning_steps"] + t["general_steps"]
+    mix = joint["section"]["domain_mix"]
+    assert {"ifeval", "open_qa"} <= set(mix) and mix["ifeval"] == max(
+        PARAMS["rl_reasoning"]["domain_mix"].values())
+    bad = {**PARAMS, "findings": {**PARAMS["findings"], "rl": {"stpes": 3}}}
+    with pytest.raises(ValueError, match="stpes"):
+        fd.arm_runs(bad, "entropy_band", "6")
+
+
+def test_flow_runs_the_stages_dvc_lists():
+    from flows.findings import FINDINGS, finding_stages
+
+    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
+    if dvc is None:
+        pytest.skip("dvc is not installed")
+    out = subprocess.run([dvc, "stage", "list", "--name-only", "findings/dvc.yaml"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout.split()
+    listed = [s.split(":", 1)[1] for s in out]
+    ours = [s for f in FINDINGS for s in finding_stages(REPO / "findings/dvc.yaml", f)]
+    assert sorted(ours) == sorted(listed)
+    assert finding_stages(REPO / "findings/dvc.yaml", "normalisers")[:2] == [
+        "normalisers@budget-1", "normalisers@budget-2"]
+
+
+def test_findings_page_is_generated_from_the_committed_metrics():
+    rc = subprocess.run([sys.executable, "scripts/findings.py", "page", "--check"], cwd=REPO,
+                        capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr
