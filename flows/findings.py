@@ -1,11 +1,11 @@
-"""The Prefect flow of the paper's findings in miniature (findings/dvc.yaml, scripts/findings.py).
+"""The Prefect flow of the paper's findings in miniature (findings/dvc.yaml, scripts/findings*.py).
 
 One flow run per call; per finding, one MLflow parent run (experiment ``ringlite-findings``)
 under which every arm that runs logs its RL stage run, and one Prefect task per DVC stage: the
 finding's arms (its stage's matrix, ``dvc repro --single-item findings/dvc.yaml:<arm>``), then
 its report stage (the fresh-problem scores and the verdict). DVC decides what is stale: an arm
 whose code, params and start model are unchanged is skipped (Prefect state ``Cached``). At the
-end ``scripts/findings.py page`` rewrites docs/findings.md from the committed metrics.
+end ``scripts/findings_report.py page`` rewrites docs/findings.md from the committed metrics.
 
     python -m flows.findings                       # all three (make findings)
     python -m flows.findings --finding normalisers # one (make finding-normalisers)
@@ -74,7 +74,7 @@ def findings(names: list[str] | None = None, repo_dir: str | None = None) -> lis
         logger.info("%s: %s", name, status_line(results))
         out += [{"finding": name, "stage": r.stage, "status": r.status, "seconds": r.seconds}
                 for r in results]
-    subprocess.run([sys.executable, "scripts/findings.py", "page"], cwd=repo, check=True)
+    subprocess.run([sys.executable, "scripts/findings_report.py", "page"], cwd=repo, check=True)
     return out
 
 

@@ -98,7 +98,7 @@ def test_findings_stage_deps_cover_the_code_they_run():
         return out
 
     arm_code = script_closure(["findings.py"])  # heldout_probe: imported by the report only
-    report_code = script_closure(["findings.py", "heldout_probe.py"])
+    report_code = script_closure(["findings.py", "findings_report.py", "heldout_probe.py"])
     missing = {}
     for name, spec in stages.items():
         finding = name.removesuffix("-report")

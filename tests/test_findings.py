@@ -14,9 +14,16 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-spec = importlib.util.spec_from_file_location("findings", REPO / "scripts/findings.py")
-fd = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fd)
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / f"scripts/{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+arms_mod = _load("findings")  # the arms (what the DVC arm stages run)
+fd = _load("findings_report")  # statistics, verdicts, the page
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -89,14 +96,27 @@ def test_verdict_entropy_band():
             {"epoch": 8, "entropy": 0.25, "in_band": True, "score": 30.0},
             {"epoch": 10, "entropy": 0.18, "in_band": True, "score": 28.0}]
     beaten = {"epoch4": _ci(-10, -14, -6), "epoch10": _ci(-2, -5, 1)}
-    assert fd.verdict_entropy(arms, beaten)[0] == "supports"
+    assert fd.verdict_entropy(arms, beaten)[0] == "supports"  # a middle, in-band start is best
     close = {"epoch4": _ci(-10, -14, 1), "epoch10": _ci(-2, -5, 1)}
     assert fd.verdict_entropy(arms, close)[0] == "cannot tell"
-    arms[0]["score"] = 40.0  # the out-of-band arm is best and beats both in-band arms
+    # the most trained checkpoint is best and beats every other: the second half fails
+    arms[2]["score"] = 35.0
+    last = {"epoch4": _ci(-15, -19, -11), "epoch8": _ci(-5, -8, -2)}
+    verdict, why = fd.verdict_entropy(arms, last)
+    assert verdict == "contradicts" and "most trained" in why
+    arms[2]["score"] = 28.0
+    arms[0]["score"] = 40.0  # the out-of-band arm (also the earliest) is best and beats both
     out = {"epoch8": _ci(-10, -14, -6), "epoch10": _ci(-12, -15, -8)}
     assert fd.verdict_entropy(arms, out)[0] == "contradicts"
-    same_side = [dict(a, in_band=True) for a in arms]
-    assert fd.verdict_entropy(same_side, out)[0] == "cannot tell"
+    middle = [dict(a) for a in arms] + [{"epoch": 2, "entropy": 0.9, "in_band": False,
+                                          "score": 5.0}]
+    out_mid = {**out, "epoch2": _ci(-35, -40, -30)}
+    assert fd.verdict_entropy(middle, out_mid)[0] == "contradicts"  # outside, beats the band
+    same_side = [dict(a, in_band=True) for a in middle[1:3]] + [
+        {"epoch": 2, "entropy": 0.29, "in_band": True, "score": 5.0},
+        {"epoch": 12, "entropy": 0.16, "in_band": True, "score": 6.0}]
+    tie = {"epoch2": _ci(-1, -3, 1), "epoch10": _ci(-1, -3, 1), "epoch12": _ci(-1, -3, 1)}
+    assert fd.verdict_entropy(same_side, tie)[0] == "cannot tell"
 
 
 def test_verdict_two_stage():
@@ -109,27 +129,27 @@ def test_verdict_two_stage():
 
 def test_arm_runs_apply_the_findings_overrides():
     rl = PARAMS["findings"]["rl"]
-    [run] = fd.arm_runs(PARAMS, "normalisers", "token_mean", "2")
+    [run] = arms_mod.arm_runs(PARAMS, "normalisers", "token_mean", "2")
     assert run["section"]["normaliser"] == "token_mean"
     assert run["seed"] == PARAMS["seed"] + 2 and run["start"] == "models/selected"
     assert all(run["section"][k] == v for k, v in rl.items())
     assert PARAMS["rl_reasoning"]["normaliser"] == "budget"  # the base params are untouched
-    [run] = fd.arm_runs(PARAMS, "entropy_band", "6")
+    [run] = arms_mod.arm_runs(PARAMS, "entropy_band", "6")
     assert run["start"] == "models/sft/epoch_6"
     t = PARAMS["findings"]["two_stage"]
-    first, second = fd.arm_runs(PARAMS, "two_stage", "two_stage")
+    first, second = arms_mod.arm_runs(PARAMS, "two_stage", "two_stage")
     assert (first["stage"], second["stage"], second["start"]) == (
         "rl_reasoning", "rl_general", "<previous>")
     assert (first["section"]["steps"], second["section"]["steps"]) == (
         t["reasoning_steps"], t["general_steps"])
-    [joint] = fd.arm_runs(PARAMS, "two_stage", "joint")
+    [joint] = arms_mod.arm_runs(PARAMS, "two_stage", "joint")
     assert joint["section"]["steps"] == t["reasoning_steps"] + t["general_steps"]
     mix = joint["section"]["domain_mix"]
     assert {"ifeval", "open_qa"} <= set(mix) and mix["ifeval"] == max(
         PARAMS["rl_reasoning"]["domain_mix"].values())
     bad = {**PARAMS, "findings": {**PARAMS["findings"], "rl": {"stpes": 3}}}
     with pytest.raises(ValueError, match="stpes"):
-        fd.arm_runs(bad, "entropy_band", "6")
+        arms_mod.arm_runs(bad, "entropy_band", "6")
 
 
 def test_flow_runs_the_stages_dvc_lists():
@@ -148,6 +168,6 @@ def test_flow_runs_the_stages_dvc_lists():
 
 
 def test_findings_page_is_generated_from_the_committed_metrics():
-    rc = subprocess.run([sys.executable, "scripts/findings.py", "page", "--check"], cwd=REPO,
+    rc = subprocess.run([sys.executable, "scripts/findings_report.py", "page", "--check"], cwd=REPO,
                         capture_output=True, text=True)
     assert rc.returncode == 0, rc.stderr
