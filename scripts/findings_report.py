@@ -272,7 +272,7 @@ def plot_curves(finding: str, curves: dict[str, list[dict[str, float]]], keys: l
     fig.suptitle(f"findings: {finding}", fontsize=10)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
