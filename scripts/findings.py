@@ -87,7 +87,8 @@ def arm_runs(params: dict, finding: str, arm: str, seed: str | None = None
                     {"name": "rl_general", "stage": "rl_general", "start": "<previous>",
                      "tasks": "data/rl/general.parquet", "seed": base_seed,
                      "section": section(params, "rl_general",
-                                        {**rl, "steps": t["general_steps"]})}]
+                                        {**rl, "steps": t["general_steps"],
+                                         **(t.get("general") or {})})}]
         if arm == "joint":
             mix = dict(params["rl_reasoning"].get("domain_mix") or {})
             if mix:  # the general domains join the mix at the weight of one reasoning domain

@@ -142,6 +142,10 @@ def test_arm_runs_apply_the_findings_overrides():
         "rl_reasoning", "rl_general", "<previous>")
     assert (first["section"]["steps"], second["section"]["steps"]) == (
         t["reasoning_steps"], t["general_steps"])
+    # equal tokens: one Φ per step in both stages, as in the joint arm
+    assert first["section"]["updates_per_rollout"] == 1
+    assert second["section"]["updates_per_rollout"] == 1 != PARAMS["rl_general"][
+        "updates_per_rollout"]
     [joint] = arms_mod.arm_runs(PARAMS, "two_stage", "joint")
     assert joint["section"]["steps"] == t["reasoning_steps"] + t["general_steps"]
     mix = joint["section"]["domain_mix"]
