@@ -26,9 +26,17 @@ from prefect import flow, get_run_logger
 from flows.pipeline import REPO_DIR, run_stage, status_line
 from pipeline.tracking import git_commit, setup_mlflow, tracking_enabled
 
-FINDINGS = ("normalisers", "entropy_band", "two_stage")
 DVC_FILE = "findings/dvc.yaml"
 EXPERIMENT = "ringlite-findings"
+
+
+def finding_names(path: Path) -> tuple[str, ...]:
+    """The findings of ``path``: each stage that has a ``<name>-report`` stage, in file order."""
+    stages = yaml.safe_load(path.read_text())["stages"]
+    return tuple(n for n in stages if f"{n}-report" in stages)
+
+
+FINDINGS = finding_names(REPO_DIR / DVC_FILE)
 
 
 def finding_stages(path: Path, finding: str) -> list[str]:
