@@ -18,7 +18,7 @@ def test_signature_equals_datasketch_minhash_on_the_same_shingles():
     texts = _docs(rng, 30) + [""]
     words, lengths = mh.word_hashes(pl.Series(texts))
     shingles, counts = mh.shingle_hashes(words, lengths, 3)
-    sig = mh.signatures(shingles, counts, num_perm=64, seed=7, chunk=50)  # several chunks
+    sig = mh.signatures(shingles, counts, num_perm=64, seed=7)
     off = np.concatenate(([0], np.cumsum(counts)))
     for d in range(len(texts)):
         ref = MinHash(num_perm=64, seed=7, hashfunc=lambda h: h)  # datasketch's own affine32 path

@@ -1,15 +1,17 @@
-"""Vectorised MinHash signatures and LSH banding (numpy), compatible with datasketch.
+"""MinHash signatures and LSH banding over whole arrays, compatible with datasketch.
 
 The per-document Python loop of ``datasketch.MinHash.update`` is the bottleneck of near-dup
-dedup; here every step works on whole arrays:
+dedup; here every step works on whole arrays (numpy, polars, one compiled loop):
 
 1. ``word_hashes``: the normalised texts are split into words and hashed by polars (Rust).
 2. ``shingle_hashes``: word k-grams are combined with a polynomial rolling hash (uint64 wrap,
-   computed for every window of the flat word array by shifted slices) and mixed to 32 bits. A document shorter than k words is one shingle (optional).
+   computed for every window of the flat word array by shifted slices) and mixed to 32 bits. A
+   document shorter than k words is one shingle (optional).
 3. ``signatures``: datasketch's default ``affine32`` scheme, ``min_s (a * fmix32(h_s) + b)
-   mod 2^32`` per permutation, with the permutations ``(a, b)`` that datasketch itself draws for
-   ``(num_perm, seed)``: our signature of a shingle set equals ``datasketch.MinHash`` fed the
-   same 32-bit shingle hashes (see tests/test_curation_minhash.py).
+   mod 2^32`` per permutation (a compiled loop: ``kernels``), with the permutations ``(a, b)``
+   that datasketch itself draws for ``(num_perm, seed)``: our signature of a shingle set
+   equals ``datasketch.MinHash`` fed the same 32-bit shingle hashes (see
+   tests/test_curation_minhash.py).
 4. ``candidate_pairs``: LSH with ``bands`` x ``rows``; per band the row block is hashed to one
    uint64 key, keys are sorted, and every document in a run of equal keys is paired with the
    run's first (smallest-index) document.
@@ -28,6 +30,8 @@ import polars as pl
 from datasketch import MinHash
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+from pipeline.curation.kernels import minhash_signatures
 
 MAX32 = np.uint32(0xFFFFFFFF)
 _ROLL = np.uint64(0x100000001B3)  # FNV-64 prime: rolling multiplier for word k-grams
@@ -124,39 +128,14 @@ def fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint32(16))
 
 
-def signatures(
-    shingles: np.ndarray, counts: np.ndarray, num_perm: int, seed: int, chunk: int = 1 << 11
-) -> np.ndarray:
+def signatures(shingles: np.ndarray, counts: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
     """MinHash signatures, shape (D, num_perm) uint32; a document with no shingle is all MAX32.
 
-    Documents are taken in order of their shingle count, in blocks of about ``chunk`` shingles;
-    inside a block every document's shingles are padded to the block's largest count by
-    repeating its last shingle (the minimum does not change), so one (docs x shingles x
-    permutations) array, small enough for the CPU cache, is hashed and reduced at once.
+    One compiled pass (``kernels.minhash_signatures``) keeps each document's running minima
+    in a row of 32-bit registers while its shingles stream by.
     """
     a, b = permutations(num_perm, seed)
-    counts = np.asarray(counts, dtype=np.int64)
-    sig = np.full((len(counts), num_perm), MAX32, dtype=np.uint32)
-    docs = np.flatnonzero(counts > 0)
-    if len(docs) == 0:
-        return sig
-    hv = fmix32(shingles)
-    n = counts[docs]
-    first = np.cumsum(n) - n  # first shingle of each non-empty document
-    order = np.argsort(n, kind="stable")
-    docs, n, first = docs[order], n[order], first[order]
-    ends = np.cumsum(n)
-    lo = 0
-    while lo < len(docs):
-        base = 0 if lo == 0 else int(ends[lo - 1])
-        hi = max(lo + 1, int(np.searchsorted(ends, base + chunk, side="right")))
-        width = int(n[hi - 1])  # the largest count of the block (sorted)
-        col = np.minimum(np.arange(width)[None, :], n[lo:hi, None] - 1)
-        phv = hv[first[lo:hi, None] + col][:, :, None] * a[None, None, :]  # wraps mod 2^32
-        phv += b
-        sig[docs[lo:hi]] = phv.min(axis=1)
-        lo = hi
-    return sig
+    return minhash_signatures(fmix32(shingles), counts, a, b)
 
 
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from pipeline.curation.kernels import normalize_ascii
+
 OPERATORS = r"+\-*/=^<>()%"
 _DOT = "\u2024"  # placeholder for a decimal point while sentence dots are removed
 
@@ -36,13 +38,16 @@ def normalize_expr(col: str | pl.Expr, nfkc: bool = True) -> pl.Expr:
 
 
 def normalize_series(texts: pl.Series) -> pl.Series:
-    """Normalised texts; NFKC runs only on the rows that are not pure ASCII (a no-op there)."""
+    """Normalised texts: pure-ASCII rows by one compiled pass (``kernels.normalize_ascii``, equal
+    to :func:`normalize_expr` there), the others by NFKC and the expression."""
     texts = texts.fill_null("")
+    out = normalize_ascii(texts)
     wide = texts.str.contains(r"[^\x00-\x7f]").to_numpy()
     if wide.any():
         idx = np.flatnonzero(wide)
-        texts = texts.scatter(idx, texts.gather(idx).str.normalize("NFKC"))
-    return pl.DataFrame({"t": texts}).select(normalize_expr("t", nfkc=False))["t"]
+        rows = pl.DataFrame({"t": texts.gather(idx)}).select(normalize_expr("t"))["t"]
+        out = out.scatter(idx, rows)
+    return out
 
 
 def numbers_key_expr(col: str | pl.Expr) -> pl.Expr:
