@@ -377,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
                 else type(getattr(default, k))(v)
                 for k, v in (kv.split("=") for kv in kvs.split(",") if kv)}
         settings[name] = dataclasses.replace(default, **over)
+    load_start = os.getloadavg()
     t0 = time.perf_counter()
     corpus = make_corpus(args.docs, args.near_share, args.hard_share, args.seed)
     jac = shingle_jaccard(corpus)
@@ -421,8 +422,30 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{r['system']:15s} {r['x_datatrove']:.1f}x datatrove's docs/s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"docs": corpus.height, "results": results}, indent=2)
-                             + "\n")
+        record = {"docs": corpus.height, "run": run_record(load_start), "results": results}
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def run_record(load_start: tuple[float, ...]) -> dict:
+    """Where and when the benchmark ran: commit, versions, cores and the load averages."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def commit() -> str:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=10"],
+                             cwd=REPO, capture_output=True, text=True)
+        return out.stdout.strip() or "unknown"
+
+    def ver(pkg: str) -> str:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return {"commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
+            "cpu_count": os.cpu_count(),
+            "load_avg_start": [round(x, 2) for x in load_start],
+            "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+            "versions": {p: ver(p) for p in ("polars", "numpy", "numba", "datatrove")}}
 
 
 if __name__ == "__main__":
