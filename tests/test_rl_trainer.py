@@ -56,7 +56,7 @@ def make_run(params: RLParams, seed: int = 3, score_fn=toy_score, model_dir: str
     model.train()
     updater = make_updater(model, params.optim, params.steps * params.updates_per_rollout,
                            params.deepspeed)
-    engine = make_engine("torch", model=updater.module, tokenizer=tok)
+    engine = make_engine("torch", model=updater.local, tokenizer=tok)
     return RLRun(params, seed, tok, updater, reference, engine, toy_tasks(), score_fn)
 
 
