@@ -232,14 +232,19 @@ RUN = dict(steps=3, prompts_per_step=8, samples_per_prompt=4, max_new_tokens=24,
 
 def _run(cmd: list[str], env: dict, timeout: int) -> subprocess.CompletedProcess:
     """``subprocess.run`` in a session of its own: a run past ``timeout`` (ranks hung in a
-    collective) is killed with every process it started, and the test fails."""
+    collective) is stopped, ranks included, and the test fails. torchrun starts each rank in
+    a session of its own and stops them when it gets SIGTERM."""
     with subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                out, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                out, err = proc.communicate()
             pytest.fail(f"{' '.join(cmd[:6])}...: no end after {timeout} s (hung ranks?)\n"
                         f"{err[-4000:]}")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
@@ -539,8 +544,8 @@ def _grad_check(model_dir: str, zero: int = 0) -> dict:
     # "one_response": Φ = 5 selects the first 5 tokens of one response, so one rank has no
     # rows and back-propagates a zero loss that still joins the all-reduce
     cases = {"budget": {}, "token_mean": {}, "seq_mean": {}, "one_response": {"token_budget": 5}}
-    if zero == 3:
-        cases["uneven_chunks"] = _uneven(run, ro, p)
+    if zero == 3:  # first: a fresh engine gathers at every forward (later ones may keep them)
+        cases = {"uneven_chunks": _uneven(run, ro, p), **cases}
     for name, kw in cases.items():
         normaliser = "budget" if name in ("one_response", "uneven_chunks") else name
         run.params = one.params = dataclasses.replace(p, normaliser=normaliser, **kw)
@@ -551,6 +556,8 @@ def _grad_check(model_dir: str, zero: int = 0) -> dict:
         totals = (sum(n for _, n in pairs), len(pairs))
         engine = run.updater.engine
         engine.zero_grad()
+        if zero == 3:  # ZeRO-3 adds into its gradient partitions until this (or a step)
+            engine.optimizer.zero_grad()
         loss2, _, _ = trainer.update_loss(run, trainer._minibatch(run, ro, adv, mine, False),
                                           totals)
         engine.backward(loss2 * run.world)
@@ -580,16 +587,18 @@ def _grad_check(model_dir: str, zero: int = 0) -> dict:
 
 
 def _partition_every_weight() -> None:
-    """ZeRO-3 keeps tensors under 1e5 elements whole on every rank by default (no gather at
-    their forward); at threshold 0 every layer's forward and backward gathers its weights, as
-    a large model's do."""
+    """ZeRO-3 keeps tensors under 1e5 elements whole on every rank by default, and keeps
+    gathered weights that the recorded module order will use again within 1e9 elements;
+    with both limits at 0 every layer's forward and backward gathers its weights, as a large
+    model's do (and any model's while ZeRO-3 records a new module order)."""
     from pipeline.train import deepspeed_engine
 
     base = deepspeed_engine.ds_config
 
     def config(*args, **kwargs):
         conf = base(*args, **kwargs)
-        conf["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+        conf["zero_optimization"].update(stage3_param_persistence_threshold=0,
+                                         stage3_max_reuse_distance=0)
         return conf
 
     deepspeed_engine.ds_config = config
@@ -607,7 +616,9 @@ def _child(argv: list[str]) -> None:
     if zero == 3:
         _partition_every_weight()
     out = {"grad": _grad_check(model_dir, zero)}
-    run = make_run(_params(zero=zero or 1), score_fn=by_length, model_dir=model_dir)
+    # ZeRO-3: 2 rows per forward chunk, so the ranks' chunk counts differ in some updates
+    run = make_run(_params(zero=zero or 1, **({"forward_rows": 2} if zero == 3 else {})),
+                   score_fn=by_length, model_dir=model_dir)
     out["steps"] = [rl_step(run, s) for s in (1, 2)]
     out["world"] = run.world
     if zero == 3:  # the engine's plain copy against the policy's gathered weights

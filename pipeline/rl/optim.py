@@ -30,6 +30,14 @@ import torch
 from pipeline.train.deepspeed_engine import grad_norm, init_engine, lr_lambda, param_groups
 
 TAG = "rl"
+# An RL update runs several forwards through the policy before its one backward (length-sorted
+# chunks; a chunk's shared prompts run apart from its responses). DeepSpeed by default makes
+# the MoE blocks of qwen2_moe and kin ZeRO-3 "leaf" modules, whose gradients are reduced after
+# each backward through the block, so once per forward: ZeRO-3 then fails on a gradient reduced
+# twice. Without leaves every weight is gathered by its own module and reduced once when its
+# gradient is whole; the routed experts of a layer are one module (3-D weights), called at
+# every forward whatever the routing, so the ranks' gathers stay in step.
+ZERO3 = {"leaf_module": {"classes": []}}
 
 
 class DeepSpeedUpdater:
@@ -37,7 +45,8 @@ class DeepSpeedUpdater:
         # copied before DeepSpeed partitions the weights in place (ZeRO-3 on several ranks)
         plain = (copy.deepcopy(model) if int(optim.zero_stage) == 3
                  and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None)
-        self.engine = init_engine(model, optim, total_steps=total_steps)
+        self.engine = init_engine(model, optim, total_steps=total_steps,
+                                  zero_options=ZERO3 if int(optim.zero_stage) == 3 else None)
         self.module = self.engine.module
         self.partitioned = self.engine.zero_optimization_stage() == 3
         self.local = self.module
