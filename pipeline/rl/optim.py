@@ -8,19 +8,19 @@ otherwise). DeepSpeed setup is the shared
 :func:`pipeline.train.deepspeed_engine.init_engine` (ZeRO stage, gloo on CPU, bf16 on GPU).
 
 ``local`` is the model to sample from and to score without grad: ``module`` itself, except
-under ZeRO-3 on several ranks. There every forward of ``module`` gathers each layer's weights
-in a collective, so all ranks would have to run the same forwards in the same order, which
-rollouts of different lengths never do; ``local`` is then a plain copy of the whole weights (a
-second copy of the model in memory), brought up to date by ``refresh_local()`` inside
-``full_weights()`` (one gather per sync, which every rank enters). ``partitioned`` says
-whether ``module``'s forwards are collectives (ZeRO-3).
+under ZeRO-3. There ``module`` holds only its rank's partition of each weight outside a
+forward (the torch engine's decode reads the weights directly), and every forward gathers
+each layer's weights in a collective, so all ranks would have to run the same forwards in the
+same order, which rollouts of different lengths never do; ``local`` is then a plain copy of
+the whole weights (a second copy of the model in memory), brought up to date by
+``refresh_local()`` inside ``full_weights()`` (one gather per sync, which every rank enters).
+``partitioned`` says whether ``module``'s forwards are collectives (ZeRO-3).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,8 @@ ZERO3 = {"leaf_module": {"classes": []}}
 
 class DeepSpeedUpdater:
     def __init__(self, model: torch.nn.Module, optim: Any, total_steps: int) -> None:
-        # copied before DeepSpeed partitions the weights in place (ZeRO-3 on several ranks)
-        plain = (copy.deepcopy(model) if int(optim.zero_stage) == 3
-                 and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None)
+        # copied before DeepSpeed partitions the weights in place (ZeRO-3)
+        plain = copy.deepcopy(model) if int(optim.zero_stage) == 3 else None
         self.engine = init_engine(model, optim, total_steps=total_steps,
                                   zero_options=ZERO3 if int(optim.zero_stage) == 3 else None)
         self.module = self.engine.module

@@ -118,7 +118,7 @@ def frozen_like(reference: torch.nn.Module, policy: torch.nn.Module) -> torch.nn
 def build_run(params: RLParams, seed: int, model_dir: str, tasks: list[dict],
               score_fn: Any, holdout: Sequence[dict] = ()) -> RLRun:
     """Policy (+ optimizer), frozen reference on the policy's device and dtype, engine on the
-    live policy (under ZeRO-3 on several ranks: on the plain copy ``updater.local``)."""
+    live policy (under ZeRO-3: on its plain copy ``updater.local``)."""
     from pipeline.model.checkpoint import load_model
 
     set_deterministic(params.deterministic)

@@ -93,11 +93,10 @@ class RLRun:
         self.world, self.rank = world_rank()
         if self.world > 1:
             check_ranks(self.params)
-            if (self.updater.partitioned
-                    and getattr(self.engine, "model", None) is self.updater.module):
-                raise ValueError("ZeRO-3 on several ranks: the torch engine must sample from "
-                                 "updater.local (a plain copy of the policy), not from the "
-                                 "partitioned updater.module")
+        if (getattr(self.updater, "partitioned", False)
+                and getattr(self.engine, "model", None) is self.updater.module):
+            raise ValueError("ZeRO-3: the torch engine must sample from updater.local (a plain "
+                             "copy of the policy), not from the partitioned updater.module")
         if self.params.prompts_per_step < self.world:
             raise ValueError(f"rl.prompts_per_step={self.params.prompts_per_step} < "
                              f"{self.world} ranks: every rank needs a prompt per round")
@@ -430,8 +429,8 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
 def sync_engine(run: RLRun) -> None:
     """Point the generation engine at the policy's current weights (a vLLM engine copies
     them; under ZeRO-3 they are gathered from their partitions first, a collective every rank
-    enters, and on several ranks copied into ``updater.local``, which the torch engine samples
-    from and old log-probs are scored on)."""
+    enters, and copied into ``updater.local``, which the torch engine samples from and old
+    log-probs are scored on)."""
     with run.updater.full_weights():
         run.updater.refresh_local()
         run.engine.update_weights(run.updater.local)
