@@ -195,9 +195,9 @@ def update_loss(run: RLRun, mb: MiniBatch, totals: tuple[int, int] | None = None
     every weight (its zero gradients take part in the all-reduce).
 
     Under ZeRO-3 on several ranks each forward and backward through the policy gathers every
-    layer's weights in collectives, so all ranks must run the same forwards: the chunk counts
-    are all-reduced (max) and a rank with fewer chunks adds :func:`_padding_loss` chunks (zero
-    loss, zero gradient, the same layers run); prompts are not shared between rows there
+    layer's weights in collectives, so all ranks must run the same forwards: the ranks' chunk
+    counts are gathered and a rank with fewer than the most adds :func:`_padding_loss` chunks
+    (zero loss, zero gradient, the same layers run); prompts are not shared between rows there
     (one transformers forward per chunk on every rank; same numbers to float rounding).
     """
     t_start = time.perf_counter()
