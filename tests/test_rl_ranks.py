@@ -1,9 +1,9 @@
 """C3PO on several data-parallel ranks: the split, the launcher, and 2 gloo ranks end to end.
 
-The gradient test launches this file as a module under torchrun (``python -m
-torch.distributed.run ... -m tests.test_rl_ranks grad MODEL_DIR OUT_JSON``): :func:`_child` runs
-on every rank and rank 0 writes what the test checks. The stage tests run
-``pipeline.stages.rl_reasoning`` with ``num_processes: 2``.
+The gradient tests launch this file as a module under torchrun (``python -m
+torch.distributed.run ... -m tests.test_rl_ranks grad|zero3 MODEL_DIR OUT_JSON``): :func:`_child`
+runs on every rank and rank 0 writes what the test checks. The stage tests run
+``pipeline.stages.rl_reasoning`` with ``num_processes: 2`` (ZeRO-1, and ZeRO-3).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -116,9 +117,9 @@ def test_rank_params_checked(tmp_path):
         RLParams(num_processes=2, deepspeed=False)
     with pytest.raises(ValueError, match="node_rank"):
         RLParams(nnodes=2, node_rank=2)
-    with pytest.raises(ValueError, match="zero_stage"):
-        RLParams(nnodes=2, optim=RLOptim(zero_stage=3))
-    assert RLParams(num_processes=2, optim=RLOptim(zero_stage=2)).num_processes == 2
+    for stage in (2, 3):
+        assert RLParams(num_processes=2, optim=RLOptim(zero_stage=stage)).num_processes == 2
+    assert RLParams(nnodes=2, optim=RLOptim(zero_stage=3)).optim.zero_stage == 3
     with pytest.raises(ValueError, match="num_processes"):
         RLParams(num_processes=0)
     bad = tmp_path / "p.yaml"
@@ -229,6 +230,26 @@ RUN = dict(steps=3, prompts_per_step=8, samples_per_prompt=4, max_new_tokens=24,
            max_rollout_rounds=1, drop_zero_variance=False)
 
 
+def _run(cmd: list[str], env: dict, timeout: int) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a session of its own: a run past ``timeout`` (ranks hung in a
+    collective) is stopped, ranks included, and the test fails. torchrun starts each rank in
+    a session of its own and stops them when it gets SIGTERM."""
+    with subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                out, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                out, err = proc.communicate()
+            pytest.fail(f"{' '.join(cmd[:6])}...: no end after {timeout} s (hung ranks?)\n"
+                        f"{err[-4000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def _launch(tmp_path: Path, *args: str, env_extra: dict | None = None, timeout: int = 300
             ) -> subprocess.CompletedProcess:
     from tests.conftest import RANK_ENV
@@ -237,9 +258,7 @@ def _launch(tmp_path: Path, *args: str, env_extra: dict | None = None, timeout: 
            "PYTHONPATH": str(REPO), **(env_extra or {})}
     for key in RANK_ENV:
         env.pop(key, None)
-    cmd = torchrun_command("tests.test_rl_ranks", list(args), Rendezvous(2))
-    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return _run(torchrun_command("tests.test_rl_ranks", list(args), Rendezvous(2)), env, timeout)
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +276,28 @@ def model_dir(tmp_path_factory) -> Path:
 def test_two_ranks_gradient_equals_one_rank_and_budget_is_global(tmp_path, model_dir):
     r = _launch(tmp_path, "grad", str(model_dir), str(tmp_path / "grad.json"))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    got = json.loads((tmp_path / "grad.json").read_text())
+    _check_grad_and_steps(json.loads((tmp_path / "grad.json").read_text()))
+
+
+@pytest.mark.integration
+def test_two_ranks_zero3_gradient_equals_one_rank_with_padded_chunks(tmp_path, model_dir):
+    # ZeRO-3 with every weight partitioned (a gather at every layer's forward and backward):
+    # the ranks sample and score on their plain copies and pad their forward chunks to the
+    # same count; the gradient is still the one-process gradient of the same selection
+    r = _launch(tmp_path, "zero3", str(model_dir), str(tmp_path / "zero3.json"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    got = json.loads((tmp_path / "zero3.json").read_text())
+    _check_grad_and_steps(got)
+    # padding ran: a rank without rows (1 chunk against none) and two ranks with rows in
+    # different numbers of chunks
+    assert got["grad"]["one_response"]["chunks"] == [1, 0]
+    uneven = got["grad"]["uneven_chunks"]["chunks"]
+    assert min(uneven) > 0 and uneven[0] != uneven[1], uneven
+    assert got["local_max_abs_diff"] == 0.0  # the engine's copy holds the trained weights
+    assert got["local_moved"]  # ... which the steps changed
+
+
+def _check_grad_and_steps(got: dict) -> None:
     assert got["world"] == 2
     # the 2-rank all-reduced gradient of one selection == the 1-process gradient of it
     for case, g in got["grad"].items():
@@ -303,8 +343,8 @@ rl_reasoning:
 """
 
 
-def _stage(root: Path, name: str, kill_at: int | None = None, torchrun: bool = False
-           ) -> subprocess.CompletedProcess:
+def _stage(root: Path, name: str, kill_at: int | None = None, torchrun: bool = False,
+           timeout: int = 400) -> subprocess.CompletedProcess:
     """``python -m pipeline.stages.rl_reasoning`` as a plain command (it relaunches itself on
     2 ranks) or, with ``torchrun``, started by torchrun on 2 ranks."""
     from tests.conftest import RANK_ENV
@@ -320,22 +360,27 @@ def _stage(root: Path, name: str, kill_at: int | None = None, torchrun: bool = F
             "--report-dir", str(root / name / "reports"), "--params", str(root / "params.yaml")]
     cmd = (torchrun_command("pipeline.stages.rl_reasoning", args, Rendezvous(2)) if torchrun
            else [sys.executable, "-m", "pipeline.stages.rl_reasoning", *args])
-    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+    return _run(cmd, env, timeout)
+
+
+def _stage_inputs(root: Path, params: str) -> None:
+    """Tasks, held-out tasks and ``params`` of a 2-rank stage run (start model: root/model)."""
+    from pipeline.schema import TASK, frame, make_task
+    from tests.test_rl_trainer import toy_tasks
+
+    rows = [make_task("math", t["prompt"], {"answer": t["answer"]}, "toy", split="rl")
+            for t in toy_tasks()]
+    frame(rows, TASK).write_parquet(root / "rl.parquet")
+    frame(rows[:6], TASK).write_parquet(root / "val.parquet")
+    (root / "params.yaml").write_text(params)
 
 
 @pytest.fixture(scope="module")
 def stage_root(model_dir) -> Path:
     """Tasks, held-out tasks and params of a 2-rank stage run from the module's start model,
     and one uninterrupted run of it ("clean"), started as a plain command."""
-    from pipeline.schema import TASK, frame, make_task
-    from tests.test_rl_trainer import toy_tasks
-
     root = model_dir.parent  # the start model is root / "model"
-    rows = [make_task("math", t["prompt"], {"answer": t["answer"]}, "toy", split="rl")
-            for t in toy_tasks()]
-    frame(rows, TASK).write_parquet(root / "rl.parquet")
-    frame(rows[:6], TASK).write_parquet(root / "val.parquet")
-    (root / "params.yaml").write_text(STAGE_PARAMS)
+    _stage_inputs(root, STAGE_PARAMS)
     clean = _stage(root, "clean")
     assert clean.returncode == 0, clean.stderr[-4000:]
     return root
@@ -397,6 +442,50 @@ def test_two_rank_stage_kill9_resume_reproduces_uninterrupted_run(stage_root):
         assert torch.equal(x, y), n
 
 
+def _comparable(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if not k.startswith(TIMING) and "_s_rank" not in k}
+            for row in rows]
+
+
+@pytest.mark.integration
+def test_two_rank_zero3_stage_runs_and_kill9_resume_reproduces_it(model_dir, tmp_path):
+    # The stage test's run under ZeRO-3 (default persistence: the embeddings, the output head
+    # and the routed experts are partitioned and gathered at each forward): it ends, rank 0
+    # writes the outputs, and a run killed after step 2 and resumed under torchrun gives the
+    # same rows and the same final weights.
+    from pipeline.model.checkpoint import load_model
+
+    root = tmp_path
+    (root / "model").symlink_to(model_dir)
+    _stage_inputs(root, STAGE_PARAMS.replace("zero_stage: 1", "zero_stage: 3"))
+    clean = _stage(root, "clean")
+    assert clean.returncode == 0, clean.stderr[-4000:]
+    rows = [r for r in _steps(root, "clean") if r["step"] > 0]
+    assert len(rows) == 3
+    for r in rows:
+        assert r["tokens_trained"] == 100.0 and r["optimizer_steps"] == 2.0
+        assert r["tokens_trained_rank0"] + r["tokens_trained_rank1"] == 100.0
+        assert r["logprob_mismatch_abs"] < 1e-4  # the engine's copy is the trained policy
+    metrics = json.loads((root / "clean" / "reports" / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and "final_holdout_accuracy" in metrics
+    final, _ = load_model(root / "clean" / "model")
+    start, _ = load_model(root / "model")
+    assert any(not torch.equal(a, b) for a, b in zip(final.parameters(), start.parameters(),
+                                                     strict=True))
+    killed = _stage(root, "killed", kill_at=2, torchrun=True)
+    assert killed.returncode != 0, killed.stderr[-4000:]
+    state = json.loads((root / "killed" / "model" / "resume" / "state.json").read_text())
+    assert state["step"] == 2 and state["world"] == 2
+    again = _stage(root, "killed", torchrun=True)
+    assert again.returncode == 0, again.stderr[-4000:]
+    a, b = _steps(root, "clean"), _steps(root, "killed")
+    assert len(a) == len(b) == 4
+    assert _comparable(a) == _comparable(b)
+    resumed, _ = load_model(root / "killed" / "model")
+    for (n, x), (_, y) in zip(final.named_parameters(), resumed.named_parameters(), strict=True):
+        assert torch.equal(x, y), n
+
+
 # --- the ranks' side ------------------------------------------------------------------------
 
 def _params(zero: int = 1, **kw) -> RLParams:
@@ -405,17 +494,46 @@ def _params(zero: int = 1, **kw) -> RLParams:
                     optim=RLOptim(lr=5e-3, zero_stage=zero, warmup_ratio=0.0))
 
 
-def _grad_check(model_dir: str) -> dict:
+def _chunk_counts(ro, pairs, world: int, rows: int) -> list[int]:
+    """Forward chunks of each rank's share of ``pairs`` at ``rows`` rows per chunk."""
+    from pipeline.engines.scoring import length_chunks
+
+    return [len(length_chunks([ro.prompt_ids[i // ro.k] for i, _ in part],
+                              [ro.token_ids[i][:n] for i, n in part], rows))
+            for part in balanced_split(pairs, world)]
+
+
+def _uneven(run, ro, p: RLParams) -> dict:
+    """A Φ and a chunk size at which both ranks have rows, in different numbers of chunks."""
+    from pipeline.rl import trainer
+    from pipeline.rl.budget import group_advantages
+
+    zero_var = group_advantages(ro.rewards, p.adv_eps)[1]
+    for phi in (200, 170, 140, 110, 80):
+        run.params = dataclasses.replace(p, token_budget=phi)
+        (pairs,) = trainer._select(run, ro, zero_var, 1).minibatches
+        for rows in range(1, 9):
+            counts = _chunk_counts(ro, pairs, run.world, rows)
+            if min(counts) > 0 and len(set(counts)) > 1:
+                run.params = p
+                return {"token_budget": phi, "forward_rows": rows}
+    raise AssertionError("no Φ and chunk size split the ranks' rows into unequal chunk counts")
+
+
+def _grad_check(model_dir: str, zero: int = 0) -> dict:
     """One step's rollout (2 ranks), its Φ selection split over the ranks, each rank's loss
-    back-propagated through DeepSpeed (ZeRO-0: the all-reduced gradient lands in ``.grad``);
-    against one process: a plain copy of the start weights, the whole selection, plain
-    ``backward``. Per normaliser: max over tensors of max|g2 - g1| / max|g1|."""
+    back-propagated through DeepSpeed (ZeRO-0: the all-reduced gradient lands in ``.grad``;
+    ZeRO-3: each rank holds a partition, read whole with ``safe_get_full_grad``); against one
+    process: a plain copy of the start weights, the whole selection, plain ``backward``. Per
+    normaliser: max over tensors of max|g2 - g1| / max|g1|."""
+    from deepspeed.utils import safe_get_full_grad
+
     from pipeline.model.checkpoint import load_model
     from pipeline.rl import trainer
     from pipeline.rl.budget import group_advantages
     from tests.test_rl_trainer import make_run
 
-    p = _params(zero=0)
+    p = _params(zero=zero)
     run = make_run(p, score_fn=by_length, model_dir=model_dir)
     ro, *_ = trainer.collect(run, 1)
     single, _ = load_model(model_dir)
@@ -426,8 +544,10 @@ def _grad_check(model_dir: str) -> dict:
     # "one_response": Φ = 5 selects the first 5 tokens of one response, so one rank has no
     # rows and back-propagates a zero loss that still joins the all-reduce
     cases = {"budget": {}, "token_mean": {}, "seq_mean": {}, "one_response": {"token_budget": 5}}
+    if zero == 3:  # first: a fresh engine gathers at every forward (later ones may keep them)
+        cases = {"uneven_chunks": _uneven(run, ro, p), **cases}
     for name, kw in cases.items():
-        normaliser = "budget" if name == "one_response" else name
+        normaliser = "budget" if name in ("one_response", "uneven_chunks") else name
         run.params = one.params = dataclasses.replace(p, normaliser=normaliser, **kw)
         adv, zero_var = group_advantages(ro.rewards, p.adv_eps)
         sel = trainer._select(run, ro, zero_var, 1)
@@ -436,16 +556,23 @@ def _grad_check(model_dir: str) -> dict:
         totals = (sum(n for _, n in pairs), len(pairs))
         engine = run.updater.engine
         engine.zero_grad()
+        if zero == 3:  # ZeRO-3 adds into its gradient partitions until this (or a step)
+            engine.optimizer.zero_grad()
         loss2, _, _ = trainer.update_loss(run, trainer._minibatch(run, ro, adv, mine, False),
                                           totals)
         engine.backward(loss2 * run.world)
-        g2 = [t.grad.detach().clone() if t.grad is not None else torch.zeros_like(t)
-              for t in run.updater.module.parameters()]
+        if zero == 3:  # a collective per tensor, in the same order on every rank
+            g2 = [safe_get_full_grad(t) for t in run.updater.module.parameters()]
+            g2 = [g.detach().clone() if g is not None else None for g in g2]
+        else:
+            g2 = [t.grad.detach().clone() if t.grad is not None else None
+                  for t in run.updater.module.parameters()]
         single.zero_grad(set_to_none=True)
         loss1, _, _ = trainer.update_loss(one, trainer._minibatch(one, ro, adv, list(pairs),
                                                                   False))
         loss1.backward()
         g1 = [t.grad if t.grad is not None else torch.zeros_like(t) for t in single.parameters()]
+        g2 = [a if a is not None else torch.zeros_like(b) for a, b in zip(g2, g1, strict=True)]
         rel = [float((a - b).abs().max() / b.abs().max()) for a, b in zip(g2, g1, strict=True)
                if b.abs().max() > 0]
         loss2_sum = trainer.all_sum([float(loss2.detach())], run.world)[0]
@@ -453,21 +580,56 @@ def _grad_check(model_dir: str) -> dict:
         out[name] = {"max_rel_diff": max(rel), "nonzero_tensors": len(rel),
                            "loss_1": float(loss1.detach()), "loss_2": loss2_sum,
                            "ranks_with_rows": has_rows, "tokens": totals[0],
-                           "responses_cut": sel.responses_cut}
+                           "responses_cut": sel.responses_cut,
+                           "chunks": _chunk_counts(ro, pairs, run.world,
+                                                   run.params.forward_rows)}
     return out
+
+
+def _partition_every_weight() -> None:
+    """ZeRO-3 keeps tensors under 1e5 elements whole on every rank by default, and keeps
+    gathered weights that the recorded module order will use again within 1e9 elements;
+    with both limits at 0 every layer's forward and backward gathers its weights, as a large
+    model's do (and any model's while ZeRO-3 records a new module order)."""
+    from pipeline.train import deepspeed_engine
+
+    base = deepspeed_engine.ds_config
+
+    def config(*args, **kwargs):
+        conf = base(*args, **kwargs)
+        conf["zero_optimization"].update(stage3_param_persistence_threshold=0,
+                                         stage3_max_reuse_distance=0)
+        return conf
+
+    deepspeed_engine.ds_config = config
 
 
 def _child(argv: list[str]) -> None:
     torch.set_num_threads(1)
+    from pipeline.model.checkpoint import load_model
     from pipeline.rl.trainer import rl_step
     from tests.test_rl_trainer import make_run
 
     mode, model_dir = argv[0], argv[1]
-    assert mode == "grad", mode
-    out = {"grad": _grad_check(model_dir)}
-    run = make_run(_params(), score_fn=by_length, model_dir=model_dir)
+    assert mode in ("grad", "zero3"), mode
+    zero = 3 if mode == "zero3" else 0
+    if zero == 3:
+        _partition_every_weight()
+    out = {"grad": _grad_check(model_dir, zero)}
+    # ZeRO-3: 2 rows per forward chunk, so the ranks' chunk counts differ in some updates
+    run = make_run(_params(zero=zero or 1, **({"forward_rows": 2} if zero == 3 else {})),
+                   score_fn=by_length, model_dir=model_dir)
     out["steps"] = [rl_step(run, s) for s in (1, 2)]
     out["world"] = run.world
+    if zero == 3:  # the engine's plain copy against the policy's gathered weights
+        start, _ = load_model(model_dir)
+        with run.updater.full_weights():
+            pairs = list(zip(run.updater.local.parameters(), run.updater.module.parameters(),
+                             strict=True))
+            out["local_max_abs_diff"] = max(float((a - b).abs().max()) for a, b in pairs)
+        out["local_moved"] = any(not torch.equal(a, b) for a, b in
+                                 zip(run.updater.local.parameters(), start.parameters(),
+                                     strict=True))
     if run.rank == 0:
         Path(argv[-1]).write_text(json.dumps(out))
     torch.distributed.barrier()

@@ -126,12 +126,10 @@ class RLParams:
 
 
 def check_ranks(p: RLParams) -> None:
-    """What several ranks need: DeepSpeed (it all-reduces the policy's gradients) and a ZeRO
-    stage below 3 (ZeRO-3 gathers every layer's weights in a collective at each forward, and
-    the ranks' rollouts and forward chunks differ in number)."""
+    """What several ranks need: DeepSpeed (it all-reduces the policy's gradients). Any ZeRO
+    stage works; under ZeRO-3, which gathers every layer's weights in a collective at each
+    forward, the ranks sample and score on a plain copy of the policy and pad their training
+    forwards to the same count (:mod:`pipeline.rl.optim`, :func:`pipeline.rl.trainer.update_loss`)."""
     if not p.deepspeed:
         raise ValueError("rl.num_processes / rl.nnodes: several ranks need deepspeed: true "
                          "(DeepSpeed all-reduces the policy's gradients)")
-    if p.optim.zero_stage == 3:
-        raise ValueError("rl.optim.zero_stage: 3 is not supported on several ranks (each "
-                         "rank's forwards differ in number); use 1 or 2")

@@ -118,7 +118,7 @@ def frozen_like(reference: torch.nn.Module, policy: torch.nn.Module) -> torch.nn
 def build_run(params: RLParams, seed: int, model_dir: str, tasks: list[dict],
               score_fn: Any, holdout: Sequence[dict] = ()) -> RLRun:
     """Policy (+ optimizer), frozen reference on the policy's device and dtype, engine on the
-    live policy."""
+    live policy (under ZeRO-3: on its plain copy ``updater.local``)."""
     from pipeline.model.checkpoint import load_model
 
     set_deterministic(params.deterministic)
@@ -132,7 +132,7 @@ def build_run(params: RLParams, seed: int, model_dir: str, tasks: list[dict],
         with updater.full_weights():
             engine = make_engine("vllm", model_path=model_dir, model=updater.module)
     else:
-        engine = make_engine("torch", model=updater.module, tokenizer=tok)
+        engine = make_engine("torch", model=updater.local, tokenizer=tok)
     return RLRun(params, seed, tok, updater, reference, engine, tasks, score_fn, holdout)
 
 

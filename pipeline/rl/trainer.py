@@ -72,7 +72,7 @@ class RLRun:
     tokenizer: Any
     updater: Any  # pipeline.rl.optim updater; .module is the live policy
     reference: torch.nn.Module  # frozen start model for the KL term
-    engine: Any  # GenerationEngine sampling from the live policy
+    engine: Any  # GenerationEngine sampling from the policy (a torch engine: updater.local)
     tasks: Sequence[Mapping[str, Any]]  # the training pool (held-back slice already removed)
     score_fn: ScoreFn
     holdout: Sequence[Mapping[str, Any]] = ()  # never trained on; scored at every evaluation
@@ -93,6 +93,10 @@ class RLRun:
         self.world, self.rank = world_rank()
         if self.world > 1:
             check_ranks(self.params)
+        if (getattr(self.updater, "partitioned", False)
+                and getattr(self.engine, "model", None) is self.updater.module):
+            raise ValueError("ZeRO-3: the torch engine must sample from updater.local (a plain "
+                             "copy of the policy), not from the partitioned updater.module")
         if self.params.prompts_per_step < self.world:
             raise ValueError(f"rl.prompts_per_step={self.params.prompts_per_step} < "
                              f"{self.world} ranks: every rank needs a prompt per round")
@@ -132,7 +136,7 @@ def _minibatch(run: RLRun, ro: Rollout, adv: np.ndarray, pairs, score_old: bool)
     prompts = [ro.prompt_ids[i // k] for i, _ in pairs]
     comps = [ro.token_ids[i][:n] for i, n in pairs]
     temp = run.params.temperature
-    old = (pad_sequence(score_rows(run.updater.module, prompts, comps, run.pad_id, chunk, temp),
+    old = (pad_sequence(score_rows(run.updater.local, prompts, comps, run.pad_id, chunk, temp),
                         batch_first=True) if score_old else None)
     ref = score_rows(run.reference, prompts, comps, run.pad_id, chunk, temp)
     return MiniBatch(
@@ -162,7 +166,8 @@ def _update(run: RLRun, mb: MiniBatch, totals: tuple[int, int] | None = None
     DeepSpeed averages the ranks' gradients, so each rank back-propagates ``world`` times its
     loss, and the all-reduced gradient is the one-process gradient of the same selection. The
     diagnostics are summed over ranks. The router losses are token-weighted means over forward
-    chunks, as in one process; their chunks are per rank.
+    chunks, as in one process; their chunks are per rank. Under ZeRO-3 every rank runs as many
+    forward chunks as the rank with the most (:func:`update_loss`).
     """
     loss, sums, tokens = update_loss(run, mb, totals)
     if run.world == 1:
@@ -187,9 +192,17 @@ def update_loss(run: RLRun, mb: MiniBatch, totals: tuple[int, int] | None = None
                 ) -> tuple[torch.Tensor, dict[str, float], int]:
     """(loss of ``mb``'s rows, diagnostic sums, tokens) for :func:`_update`, before any
     backward; ``totals`` as there. A rank without rows gets a zero loss that still reaches
-    every weight (its zero gradients take part in the all-reduce)."""
+    every weight (its zero gradients take part in the all-reduce).
+
+    Under ZeRO-3 on several ranks each forward and backward through the policy gathers every
+    layer's weights in collectives, so all ranks must run the same forwards: the ranks' chunk
+    counts are gathered and a rank with fewer than the most adds :func:`_padding_loss` chunks
+    (zero loss, zero gradient, the same layers run); prompts are not shared between rows there
+    (one transformers forward per chunk on every rank; same numbers to float rounding).
+    """
     t_start = time.perf_counter()
     p, module = run.params, run.updater.module
+    lockstep = run.world > 1 and run.updater.partitioned
     router = has_router(module) and (p.balance_coef > 0 or p.z_coef > 0)
     total_tokens, total_rows = totals if totals is not None else (
         sum(len(c) for c in mb.completion_ids), len(mb.completion_ids))
@@ -204,12 +217,14 @@ def update_loss(run: RLRun, mb: MiniBatch, totals: tuple[int, int] | None = None
         mb.old_logp = torch.zeros_like(mb.ref_logp)
     coefs = Coefs(p.clip_eps, p.kl_coef, p.kl_estimator, p.entropy_coef, p.balance_coef,
                   p.z_coef)
-    for rows in length_chunks(mb.prompt_ids, mb.completion_ids, p.forward_rows):
+    chunks = length_chunks(mb.prompt_ids, mb.completion_ids, p.forward_rows)
+    padding = max(gather(len(chunks), run.world)) - len(chunks) if lockstep else 0
+    for rows in chunks:
         comps = [mb.completion_ids[i] for i in rows]
         width = max(len(c) for c in comps)
         f = policy_forward(run.updater.forward_model(), [mb.prompt_ids[i] for i in rows], comps,
                            run.pad_id, with_entropy=True, with_router=router,
-                           temperature=p.temperature)
+                           share_prompts=not lockstep, temperature=p.temperature)
         if fill_old:
             mb.old_logp[rows, :width] = f.logp.detach()
         n = int(f.mask.sum())
@@ -226,10 +241,30 @@ def update_loss(run: RLRun, mb: MiniBatch, totals: tuple[int, int] | None = None
             sums[k] += getattr(st, k) * st.tokens
         for k, v in extra.items():
             sums[k] += v
-    if not mb.completion_ids:
+    for _ in range(padding):
+        loss = loss + _padding_loss(run, router, coefs, norm, budget)
+    if not mb.completion_ids and not lockstep:
         loss = sum(t.sum() for t in module.parameters()) * 0.0
     run.busy_s += time.perf_counter() - t_start
     return loss, sums, tokens
+
+
+def _padding_loss(run: RLRun, router: bool, coefs: Coefs, norm: Any, budget: int
+                  ) -> torch.Tensor:
+    """Zero times the loss of a one-token dummy row, computed as a real chunk's is: the same
+    forward (every layer, router losses included) and the same backward through the policy,
+    so the ranks' ZeRO-3 gathers line up, while the loss and every gradient gain exactly 0."""
+    ids = [[run.pad_id]]
+    f = policy_forward(run.updater.forward_model(), ids, ids, run.pad_id, with_entropy=True,
+                       with_router=router, share_prompts=False,
+                       temperature=run.params.temperature)
+    same = f.logp.detach()  # old = reference = current: ratio 1, KL 0 (finite)
+    part, _, _ = objective(
+        f.logp, same, same, torch.zeros(1), f.mask, f.entropy,
+        (f.router_logits, run.updater.module.config.num_experts_per_tok, f.attention)
+        if router else None, coefs, normaliser=norm, budget=budget, row_share=1.0,
+        token_share=1.0)
+    return part * 0.0
 
 
 def _rollout_metrics(ro: Rollout, zero_var: np.ndarray, before: Sequence[int]
@@ -393,9 +428,12 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
 
 def sync_engine(run: RLRun) -> None:
     """Point the generation engine at the policy's current weights (a vLLM engine copies
-    them; under ZeRO-3 they are gathered from their partitions first)."""
+    them; under ZeRO-3 they are gathered from their partitions first, a collective every rank
+    enters, and copied into ``updater.local``, which the torch engine samples from and old
+    log-probs are scored on)."""
     with run.updater.full_weights():
-        run.engine.update_weights(run.updater.module)
+        run.updater.refresh_local()
+        run.engine.update_weights(run.updater.local)
 
 
 def evaluate(run: RLRun, tasks: Sequence[Mapping[str, Any]], *, prefix: str, samples: int,

@@ -175,13 +175,14 @@ def _skip_shm_comm_build() -> None:
 
 def init_engine(
     model: torch.nn.Module, cfg: Any, total_steps: int, micro_batch_size: int = 1,
-    grad_accum: int = 1,
+    grad_accum: int = 1, zero_options: dict[str, Any] | None = None,
 ) -> Any:
     """Wrap ``model`` in a DeepSpeed engine with AdamW, warm-up + cosine and clipping.
 
-    ``cfg`` needs the fields of :class:`OptimParams`. Returns the ``DeepSpeedEngine``; its
-    ``module`` is the (possibly bf16) model on the right device, its ``lr_scheduler`` the
-    schedule (stepped by ``engine.step()``).
+    ``cfg`` needs the fields of :class:`OptimParams`; ``zero_options`` adds entries to the
+    config's ``zero_optimization`` section. Returns the ``DeepSpeedEngine``; its ``module`` is
+    the (possibly bf16) model on the right device, its ``lr_scheduler`` the schedule (stepped
+    by ``engine.step()``).
     """
     import deepspeed
 
@@ -196,9 +197,10 @@ def init_engine(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lr_lambda(total_steps, cfg.warmup_ratio, cfg.min_lr_ratio)
     )
+    config = ds_config(cfg, micro_batch_size, grad_accum)
+    config["zero_optimization"].update(zero_options or {})
     engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=opt, lr_scheduler=sched,
-        config=ds_config(cfg, micro_batch_size, grad_accum),
+        model=model, optimizer=opt, lr_scheduler=sched, config=config,
     )
     if int(cfg.zero_stage) == 0 and not use_bf16(cfg):
         _keep_fp32_clip_norm(engine)

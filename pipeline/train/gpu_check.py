@@ -184,7 +184,7 @@ def rl(out: Path) -> None:
                                  if torch.cuda.is_available() else None)
         kind = "vLLM, weights synced in memory"
     except ImportError:
-        engine = make_engine("torch", model=upd.module, tokenizer=tok)
+        engine = make_engine("torch", model=upd.local, tokenizer=tok)
         kind = "torch engine (vLLM not installed)"
     tasks = [{"id": str(i), "domain": "math", "prompt": f"Task {i}: add {i} and {i * 3}"}
              for i in range(256)]

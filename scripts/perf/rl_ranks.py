@@ -96,7 +96,7 @@ def main(argv: list[str]) -> None:
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     model.train()
     upd = make_updater(model, p.optim, p.steps, True)
-    engine = make_engine("torch", model=upd.module, tokenizer=tok)
+    engine = make_engine("torch", model=upd.local, tokenizer=tok)
     run = RLRun(p, 0, tok, upd, ref, engine, tasks, length_parity)
     rl_step(run, 0)  # warm-up
     rows = [rl_step(run, s) for s in range(1, args.steps + 1)]
