@@ -175,11 +175,14 @@ def page(root: Path) -> str:
     return "\n".join(lines)
 
 
-def with_block(readme: str, new: str) -> str:
-    if BEGIN not in readme or END not in readme:
-        raise SystemExit(f"README.md has no {BEGIN} ... {END} block")
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+def with_block(text: str, new: str, name: str = "README.md", begin: str = BEGIN,
+               end: str = END) -> str:
+    """``text`` with its ``begin`` ... ``end`` block replaced by ``new`` (markers included in
+    ``new``); ``name`` is the file the text came from, for the error."""
+    if begin not in text or end not in text:
+        raise SystemExit(f"{name} has no {begin} ... {end} block")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
     return head + new + tail
 
 

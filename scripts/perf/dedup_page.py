@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from results_page import with_block  # noqa: E402
+
 BEGIN, END = "<!-- dedup-bench:begin -->", "<!-- dedup-bench:end -->"
 SYSTEM_NAMES = {"memory": "in-memory", "stream": "stream", "datatrove": "datatrove"}
 
@@ -99,14 +103,6 @@ def block(root: Path) -> str:
             f"dedup_bench_*.json; do not edit by hand -->\n\n{body}\n\n{END}")
 
 
-def with_block(text: str, new: str, path: Path) -> str:
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path} has no {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return head + new + tail
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=str(REPO))
@@ -115,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root)
     path = root / "docs" / "curate.md"
     old = path.read_text()
-    new = with_block(old, block(root), path)
+    new = with_block(old, block(root), str(path), BEGIN, END)
     if args.check:
         if new != old:
             print(f"{path} is stale: run scripts/perf/dedup_page.py", file=sys.stderr)
