@@ -217,16 +217,22 @@ def test_prefect_walkthrough(pipeline_run, browser):
         page.get_by_text("Completed").first.wait_for(timeout=30_000)
         shot(page, "prefect_1_runs")
 
-        # the older flow run ran both stages: its log, each line at its level
+        # the list shows the newest run first; the links are read here, on the list itself,
+        # because after a back navigation the previous page may still be drawn (its breadcrumb
+        # links to its own run) when the next click lands
         runs = page.locator("a[href*='/runs/flow-run/']")
         assert runs.count() == 2
+        newer, older = (runs.nth(i).get_attribute("href") for i in range(2))
+        assert newer != older
+
+        # the older flow run ran both stages: its log, each line at its level
         runs.last.click()
+        page.wait_for_url(f"**{older}**")
         page.get_by_text("Running stage 'make_numbers'").first.wait_for(timeout=30_000)
         shot(page, "prefect_2_flow_run_log")
 
         # the newer one found both stages cached: named and in the state that says so
-        page.go_back()
-        page.locator("a[href*='/runs/flow-run/']").first.click()
+        page.goto(f"http://127.0.0.1:{port}{newer}")
         page.get_by_text("Task Runs", exact=True).first.click()
         page.get_by_text("make_numbers (cached)").first.wait_for(timeout=90_000)  # the UI polls
         page.get_by_text("Cached").first.wait_for(timeout=30_000)
