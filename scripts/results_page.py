@@ -169,9 +169,20 @@ def page(root: Path) -> str:
     else:
         lines += ["This run's record has no load average: its seconds may include other work "
                   "that shared the machine.", ""]
-    lines += ["| stage | seconds |", "|---|---:|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in timing.get("seconds", {}).items()]
-    lines += [f"| **total** | {timing.get('total_seconds', float('nan')):.1f} |", ""]
+    cpu = timing.get("cpu_seconds")
+    if cpu is None:  # a record from before the flow measured CPU time
+        lines += ["| stage | seconds |", "|---|---:|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in timing.get("seconds", {}).items()]
+        lines += [f"| **total** | {timing.get('total_seconds', float('nan')):.1f} |", ""]
+        return "\n".join(lines)
+    lines += ["CPU seconds: user + system time of the stage's whole process tree (DVC, the "
+              "stage, its workers and sandboxes); on a shared machine it grows less than wall "
+              "seconds when other work competes for the cores.", "",
+              "| stage | seconds | CPU seconds |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v:.1f} | {cpu.get(k, float('nan')):.1f} |"
+              for k, v in timing.get("seconds", {}).items()]
+    lines += [f"| **total** | {timing.get('total_seconds', float('nan')):.1f} | "
+              f"{timing.get('total_cpu_seconds', float('nan')):.1f} |", ""]
     return "\n".join(lines)
 
 

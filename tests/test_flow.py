@@ -39,6 +39,13 @@ def test_flow_runs_stages_in_dag_order_then_skips_them(tmp_path):
     assert list(timing["seconds"]) == ["make_numbers", "sum_numbers"]
     assert timing["total_seconds"] == pytest.approx(sum(timing["seconds"].values()), abs=0.2)
     assert len(timing["load_avg"]) == 3 and timing["cpu_count"] == os.cpu_count()
+    # each stage started at least DVC and a Python interpreter; no tree of processes can use
+    # more CPU than the cores gave it in its wall time
+    assert list(timing["cpu_seconds"]) == list(timing["seconds"])
+    for stage, cpu in timing["cpu_seconds"].items():
+        assert 0.1 < cpu <= timing["seconds"][stage] * os.cpu_count() + 0.1, (stage, timing)
+    assert timing["total_cpu_seconds"] == pytest.approx(sum(timing["cpu_seconds"].values()),
+                                                        abs=0.2)
 
     second = run_flow(root)
     assert second.returncode == 0, second.stdout + second.stderr

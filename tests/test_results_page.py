@@ -61,7 +61,9 @@ def _tree(tmp_path: Path) -> Path:
         "reports/probe/gains.json": PROBE,
         "reports/pipeline/timing.json": {"commit": "abc", "date": "d", "cpu_count": 2,
                                          "load_avg": [3.14, 2.5, 2.0],
-                                         "seconds": {"curate": 1.0}, "total_seconds": 1.0},
+                                         "seconds": {"curate": 1.0}, "total_seconds": 1.0,
+                                         "cpu_seconds": {"curate": 1.7},
+                                         "total_cpu_seconds": 1.7},
         "reports/select/metrics.json": {"chosen_epoch": 9, "chosen_entropy": 0.2},
         "reports/rl_reasoning/metrics.json": {"steps": 3, "verdict": "generalised: x."},
         "reports/rl_general/metrics.json": {"steps": 2, "verdict": "no held-out gain shown."},
@@ -86,6 +88,7 @@ def test_page_and_block_are_written_then_checked(tmp_path):
     results = (root / "docs/results.md").read_text()
     assert "epoch 9" in results and "generalised: x." in results and "| sft | 1.0 |" in results
     assert "(1, 5, 15 min): 3.1, 2.5, 2.0 on 2 cores" in results
+    assert "| curate | 1.0 | 1.7 |" in results and "| **total** | 1.0 | 1.7 |" in results
     assert page.main(["--root", str(root), "--check"]) == 0
     (root / "reports/rl_reasoning/metrics.json").write_text(json.dumps(
         {"steps": 3, "verdict": "changed."}))
