@@ -121,7 +121,7 @@ def joint_pool(out: Path) -> str:
 def run_arm(finding: str, arm: str, seed: str | None, params_path: Path) -> Path:
     """Run one arm's RL stage(s): ``models/findings/<finding>/<arm>/<run>/`` and
     ``reports/findings/<finding>/arms/<arm>/<run>/`` (params.yaml, metrics.json, steps.csv,
-    reward_curve.png, wall.json)."""
+    reward_curve.png, wall.json: wall and CPU seconds, the load average as the run ended)."""
     params = yaml.safe_load(params_path.read_text())
     name = arm_name(finding, arm, seed)
     model_root, report_root = MODELS / finding / name, REPORTS / finding / "arms" / name
@@ -146,10 +146,18 @@ def run_arm(finding: str, arm: str, seed: str | None, params_path: Path) -> Path
         env[RUN_NAME_ENV] = f"{finding}/{name}/{run['name']}"
         print(f"findings: {finding} arm {name}: {run['stage']} from {start}", flush=True)
         t0 = time.time()
-        rc = subprocess.call(cmd, cwd=REPO, env=env)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+        # wait4: the exit status and the CPU seconds of the run's whole process tree
+        _, status, usage = os.wait4(proc.pid, 0)
+        rc = proc.returncode = os.waitstatus_to_exitcode(status)
         if rc:
             raise SystemExit(f"findings: {finding} arm {name}: {run['stage']} failed (exit {rc})")
+        # the load average as the run ends tells an idle machine (about the cores the run used)
+        # from a shared one, whose other work inflated the wall seconds
         write_json(rep / "wall.json", {"wall_s": round(time.time() - t0, 1),
+                                       "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+                                       "load_avg": [round(x, 2) for x in os.getloadavg()],
+                                       "cpu_count": os.cpu_count(),
                                        "commit": git_commit(REPO)})
         prev = out
     return report_root

@@ -98,16 +98,21 @@ def read_steps(path: Path) -> list[dict[str, float]]:
 
 
 def step_stats(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Per arm: tokens and training seconds per optimizer step (mean, CV), whole step time
-    (mean, CV), reward on first-seen prompts, entropy (first and last step), gradient norm."""
+    """Per arm: tokens and training seconds per optimizer step (mean, CV; wall seconds, and CPU
+    seconds where the run recorded them), whole step time (mean, CV), reward on first-seen
+    prompts, entropy (first and last step), gradient norm."""
     opt = [max(r.get("optimizer_steps", 1.0), 1.0) for r in rows]
     tokens = [r["tokens_trained"] for r in rows]
     train = [r["time_train_s"] / o for r, o in zip(rows, opt, strict=True)]
     step = [r["time_step_s"] for r in rows]
     first = [r["reward_first_seen"] for r in rows if "reward_first_seen" in r]
+    cpu = {}
+    if all("cpu_train_s" in r for r in rows):  # runs that recorded the update's CPU seconds
+        per = [r["cpu_train_s"] / o for r, o in zip(rows, opt, strict=True)]
+        cpu = {"train_cpu_s_per_update": float(np.mean(per)), "train_cpu_s_per_update_cv": cv(per)}
     return {"steps": len(rows), "tokens_per_update": float(np.mean(tokens)),
             "tokens_per_update_cv": cv(tokens), "train_s_per_update": float(np.mean(train)),
-            "train_s_per_update_cv": cv(train), "step_s": float(np.mean(step)),
+            "train_s_per_update_cv": cv(train), **cpu, "step_s": float(np.mean(step)),
             "step_s_cv": cv(step), "response_len": float(np.mean([r["response_len"] for r in rows])),
             "response_len_cv": cv([r["response_len"] for r in rows]),
             "reward_first_seen": float(np.mean(first)) if first else float("nan"),
@@ -151,21 +156,24 @@ def avg(scores: dict[str, float]) -> float:
 def verdict_normalisers(per: dict[str, dict[str, float]]) -> tuple[str, str]:
     """``per``: normaliser -> its seeds' mean statistics. Supports: C3PO's tokens per update
     never vary and its training time per update varies at most half as much as token_mean's;
-    contradicts: C3PO's training time varies as much as token_mean's or more."""
+    contradicts: C3PO's training time varies as much as token_mean's or more.
+
+    The time is the update's CPU seconds where both arms recorded them: the work a step does,
+    which other jobs on a shared machine disturb less than its wall seconds (both CVs are
+    reported either way)."""
     b, t = per["budget"], per["token_mean"]
-    if b["tokens_per_update_cv"] == 0 and b["train_s_per_update_cv"] <= 0.5 * t[
-            "train_s_per_update_cv"]:
+    key, what = (("train_cpu_s_per_update_cv", "training CPU time")
+                 if "train_cpu_s_per_update_cv" in b and "train_cpu_s_per_update_cv" in t
+                 else ("train_s_per_update_cv", "training time"))
+    if b["tokens_per_update_cv"] == 0 and b[key] <= 0.5 * t[key]:
         return "supports", (f"C3PO trains exactly the same number of tokens every update (CV 0 "
                             f"against {t['tokens_per_update_cv']:.3f} for token_mean) and its "
-                            f"training time per update varies {b['train_s_per_update_cv']:.3f} "
-                            f"against {t['train_s_per_update_cv']:.3f}")
-    if b["train_s_per_update_cv"] >= t["train_s_per_update_cv"]:
-        return "contradicts", (f"C3PO's training time per update varies "
-                               f"{b['train_s_per_update_cv']:.3f}, token_mean's "
-                               f"{t['train_s_per_update_cv']:.3f}")
+                            f"{what} per update varies {b[key]:.3f} against {t[key]:.3f}")
+    if b[key] >= t[key]:
+        return "contradicts", (f"C3PO's {what} per update varies {b[key]:.3f}, token_mean's "
+                               f"{t[key]:.3f}")
     return "cannot tell", (f"C3PO's tokens per update CV {b['tokens_per_update_cv']:.3f}, "
-                           f"training time CV {b['train_s_per_update_cv']:.3f} against "
-                           f"token_mean's {t['train_s_per_update_cv']:.3f}")
+                           f"{what} CV {b[key]:.3f} against token_mean's {t[key]:.3f}")
 
 
 def verdict_entropy(arms: list[dict[str, Any]], vs_best: dict[str, dict]) -> tuple[str, str]:
@@ -304,7 +312,8 @@ def report_normalisers(params: dict) -> dict[str, Any]:
     pooled = {n: mean_scores([table[a]["all_reasoning"] for a in names])
               for n, names in by_norm.items()}
     for n, names in by_norm.items():
-        keys = [k for k, v in stats[names[0]].items() if isinstance(v, float | int)]
+        keys = [k for k, v in stats[names[0]].items() if isinstance(v, float | int)
+                and all(k in stats[a] for a in names)]
         per[n] = {k: float(np.mean([stats[a][k] for a in names])) for k in keys}
         per[n]["seeds"] = len(names)
         per[n]["fresh"] = avg(pooled[n])
@@ -421,7 +430,7 @@ def report(finding: str, params_path: Path) -> dict[str, Any]:
         out.update({"finding": finding, "commit": git_commit(REPO),
                     "date": time.strftime("%Y-%m-%d %H:%M"), "params": params["findings"],
                     "report_seconds": round(time.time() - t0, 1),
-                    "arm_seconds": arm_seconds(finding)})
+                    **arm_timing(finding)})
         dest = REPORTS / finding
         write_json(dest / "metrics.json", out)
         write_text(dest / "summary.md", finding_markdown(out))
@@ -432,11 +441,20 @@ def report(finding: str, params_path: Path) -> dict[str, Any]:
     return out
 
 
-def arm_seconds(finding: str) -> dict[str, float]:
-    out = {}
+def arm_timing(finding: str) -> dict[str, Any]:
+    """Per arm, its runs' wall seconds (``arm_seconds``) and CPU seconds (``arm_cpu_seconds``,
+    runs that recorded them); the 1-minute load averages as the runs ended (``arm_load_1m``)
+    and the machine's core count."""
+    secs, cpu, load, cores = {}, {}, [], set()
     for d in arm_dirs(finding):
-        out[d.name] = sum(json.loads(w.read_text())["wall_s"] for w in d.glob("*/wall.json"))
-    return out
+        walls = [json.loads(w.read_text()) for w in sorted(d.glob("*/wall.json"))]
+        secs[d.name] = sum(w["wall_s"] for w in walls)
+        if walls and all("cpu_s" in w for w in walls):
+            cpu[d.name] = sum(w["cpu_s"] for w in walls)
+        load += [w["load_avg"][0] for w in walls if "load_avg" in w]
+        cores |= {w["cpu_count"] for w in walls if "cpu_count" in w}
+    return {"arm_seconds": secs, "arm_cpu_seconds": cpu, "arm_load_1m": load,
+            "cpu_count": cores.pop() if len(cores) == 1 else None}
 
 
 # --- the page --------------------------------------------------------------------------------
@@ -449,15 +467,20 @@ def finding_markdown(m: dict[str, Any]) -> str:
     lines = [f"## {f}", "", f"**Claim.** {m['claim']}", "",
              f"**This run {m['verdict']} it**: {m['why']}.", ""]
     if f == "normalisers":
-        lines += ["| normaliser | seeds | tokens/update | CV | train s/update | CV | step s | CV "
+        with_cpu = all("train_cpu_s_per_update" in s for s in m["normalisers"].values())
+        lines += ["| normaliser | seeds | tokens/update | CV | train s/update | CV | "
+                  + ("train CPU s/update | CV | " if with_cpu else "") + "step s | CV "
                   "| reward first-seen | entropy first → last | grad norm | fresh reasoning | "
-                  "vs start | vs budget |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-                  "---:|---:|---|---|"]
+                  "vs start | vs budget |", "|---|---:|---:|---:|---:|---:|"
+                  + ("---:|---:|" if with_cpu else "") + "---:|---:|---:|---|---:|---:|---|---|"]
         for n, s in m["normalisers"].items():
+            cpu = (f"{s['train_cpu_s_per_update']:.2f} | {s['train_cpu_s_per_update_cv']:.3f} | "
+                   if with_cpu else "")
             lines.append(
                 f"| {n} | {s['seeds']} | {s['tokens_per_update']:.0f} | "
                 f"{s['tokens_per_update_cv']:.3f} | {s['train_s_per_update']:.2f} | "
-                f"{s['train_s_per_update_cv']:.3f} | {s['step_s']:.2f} | {s['step_s_cv']:.3f} | "
+                f"{s['train_s_per_update_cv']:.3f} | {cpu}{s['step_s']:.2f} | "
+                f"{s['step_s_cv']:.3f} | "
                 f"{s['reward_first_seen']:.3f} | {s['entropy_first']:.3f} → "
                 f"{s['entropy_last']:.3f} | {s['grad_norm']:.3f} | {s['fresh']:.1f} | "
                 f"{_ci(s['fresh_vs_start'])} | "
@@ -488,9 +511,17 @@ def finding_markdown(m: dict[str, Any]) -> str:
                          f"{_ci(vs['ifeval']) if vs else '—'} | "
                          f"{m['tokens_trained'].get(a, 0):,.0f} |")
         lines.append("")
-    secs = m.get("arm_seconds") or {}
-    lines += [f"Arms: {', '.join(f'{k} {v:.0f} s' for k, v in secs.items())}; scoring "
-              f"{m['report_seconds']:.0f} s. Commit {m['commit'][:7]}, {m['date']}; settings: "
+    secs, cpu = m.get("arm_seconds") or {}, m.get("arm_cpu_seconds") or {}
+    arms = ", ".join(f"{k} {v:.0f} s" + (f" (CPU {cpu[k]:.0f} s)" if k in cpu else "")
+                     for k, v in secs.items())
+    load = m.get("arm_load_1m") or []
+    machine = (f" 1-minute load average as the arms ended: {min(load):.1f} to {max(load):.1f} on "
+               f"{m.get('cpu_count') or '?'} cores (about the cores an arm uses when it ran "
+               "alone; more means other work shared the machine and inflated the wall seconds)."
+               if load else " The load of the machine was not recorded for these arms.")
+    total = (sum(secs.values()) + m["report_seconds"]) / 60
+    lines += [f"Arms: {arms}; scoring {m['report_seconds']:.0f} s ({total:.1f} min in all)."
+              f"{machine} Commit {m['commit'][:7]}, {m['date']}; settings: "
               "params.yaml `findings` (as run: reports/findings/" + f + "/metrics.json). "
               f"Rerun: `make finding-{f.replace('_', '-')}`."]
     lines += [f"![{f}](../reports/findings/{f}/{p})" for p in m["plots"]]

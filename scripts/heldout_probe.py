@@ -13,9 +13,13 @@ problem (paired bootstrap over problems):
         --domains math countdown sudoku knights_knaves code --per-domain 150 \
         --baseline sft --out-dir reports/probe
 
+``--per-domain`` takes one count for every domain and ``domain=N`` overrides (``150
+ifeval=600``: a domain whose problems vary more gets more of them).
+
 Writes ``<out-dir>/tasks.parquet``, the bench outputs (``table.md``, ``metrics.json``,
 ``samples.parquet``, ...) and ``gains.json`` / ``gains.md`` (per model: avg@k on all reasoning
-domains pooled, on ifeval, per domain, and the paired difference to the baseline with its CI).
+domains pooled, on ifeval, per domain, and the paired difference to the baseline with its CI;
+``gains.json`` also holds, under ``versus``, the same comparison against each other model).
 Tracking follows ``RINGLITE_TRACKING`` like every stage; registration is off.
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -56,21 +61,45 @@ def seen_prompts(curated: Path, extra: Sequence[str | Path] = ()) -> set[str]:
     return seen
 
 
-def fresh_tasks(params: dict, domains: list[str], per_domain: int, seed: int,
+def parse_counts(items: Sequence[str], domains: Sequence[str]) -> dict[str, int]:
+    """``--per-domain`` entries: ``N`` for every domain, ``domain=N`` for one
+    (``150 ifeval=600``)."""
+    default, counts = 150, {}
+    for item in items:
+        name, _, n = item.rpartition("=")
+        try:
+            value = int(n)
+        except ValueError:
+            raise SystemExit(f"--per-domain {item!r}: expected N or domain=N") from None
+        if value < 1:
+            raise SystemExit(f"--per-domain {item!r}: the count must be at least 1")
+        if not name:
+            default = value
+        elif name not in domains:
+            raise SystemExit(f"--per-domain {item!r}: {name!r} is not one of --domains "
+                             f"({', '.join(domains)})")
+        else:
+            counts[name] = value
+    return {d: counts.get(d, default) for d in domains}
+
+
+def fresh_tasks(params: dict, domains: list[str], per_domain: int | dict[str, int], seed: int,
                 seen: set[str]) -> pl.DataFrame:
-    """``per_domain`` new tasks per domain whose normalised prompts are not in ``seen``."""
+    """``per_domain`` new tasks per domain (one count, or one per domain) whose normalised
+    prompts are not in ``seen``."""
     gens = params["curate"]["generators"]
     frames = []
     for d in domains:
         if d not in gens:
             raise SystemExit(f"domain {d!r} has no generator in params.yaml curate.generators")
-        rows = generate(d, per_domain * 3, seed, **dict(gens[d].get("knobs") or {}))
+        n = per_domain[d] if isinstance(per_domain, dict) else per_domain
+        rows = generate(d, n * 3, seed, **dict(gens[d].get("knobs") or {}))
         norm = normalize([r["prompt"] for r in rows])
         df = (pl.DataFrame(rows).with_columns(pl.Series("_norm", norm))
               .filter(~pl.col("_norm").is_in(list(seen)))
-              .unique("_norm", keep="first", maintain_order=True).drop("_norm").head(per_domain))
-        if df.height < per_domain:
-            print(f"{d}: only {df.height} fresh prompts (of {per_domain} asked)", file=sys.stderr)
+              .unique("_norm", keep="first", maintain_order=True).drop("_norm").head(n))
+        if df.height < n:
+            print(f"{d}: only {df.height} fresh prompts (of {n} asked)", file=sys.stderr)
         frames.append(df)
     return pl.concat(frames).with_columns(pl.lit("bench").alias("split"))
 
@@ -154,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", action="append", required=True, help="name=HF folder")
     ap.add_argument("--domains", nargs="+",
                     default=["math", "countdown", "sudoku", "knights_knaves", "code"])
-    ap.add_argument("--per-domain", type=int, default=150)
+    ap.add_argument("--per-domain", nargs="+", default=["150"],
+                    help="tasks per domain: N for every domain, domain=N for one "
+                         "(e.g. 150 ifeval=600)")
     ap.add_argument("--seed", type=int, default=90909)
     ap.add_argument("--baseline", default=None,
                     help="model the others are compared with (default: the first --model)")
@@ -170,14 +201,21 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seen = seen_prompts(Path(args.curated), args.exclude)
-    tasks = fresh_tasks(params, args.domains, args.per_domain, args.seed, seen)
+    tasks = fresh_tasks(params, args.domains, parse_counts(args.per_domain, args.domains),
+                        args.seed, seen)
     write_parquet(out / "tasks.parquet", tasks)
     rc = run_bench(params, out / "tasks.parquet", args.model, out)
     if rc:
         return rc
     baseline = args.baseline or args.model[0].split("=", 1)[0]
-    g = gains(pl.read_parquet(out / "samples.parquet"), baseline)
-    write_json(out / "gains.json", {"baseline": baseline, "seed": args.seed, "models": g})
+    samples = pl.read_parquet(out / "samples.parquet")
+    g = gains(samples, baseline)
+    # every other model as the baseline too: e.g. rl_general against rl_reasoning, paired
+    versus = {b: gains(samples, b) for b in g if b != baseline}
+    command = " ".join([".venv/bin/python scripts/heldout_probe.py",
+                        *(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))])
+    write_json(out / "gains.json", {"baseline": baseline, "seed": args.seed, "models": g,
+                                    "versus": versus, "command": command})
     md = gains_markdown(g, baseline)
     write_text(out / "gains.md", md)
     print(md)

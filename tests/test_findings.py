@@ -4,6 +4,7 @@ hand), the DVC stage names the flow runs, and the generated page."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,10 @@ def test_step_stats_per_optimizer_update():
     assert s["step_s_cv"] == 0 and s["response_len_cv"] == pytest.approx(10 / 50)
     assert (s["reward_first_seen"], s["entropy_first"], s["entropy_last"], s["grad_norm"]) == (
         0.5, 0.5, 0.4, 2.0)
+    assert "train_cpu_s_per_update" not in s  # runs that did not record CPU seconds
+    rows[0]["cpu_train_s"], rows[1]["cpu_train_s"] = 6.0, 6.0
+    s = fd.step_stats(rows)
+    assert s["train_cpu_s_per_update"] == pytest.approx(3.0) and s["train_cpu_s_per_update_cv"] == 0
 
 
 def test_read_steps_skips_the_evaluation_row(tmp_path):
@@ -85,6 +90,42 @@ def test_verdict_normalisers():
         "contradicts")
     assert fd.verdict_normalisers({"budget": _n(0.01, 0.01), "token_mean": _n(0.2, 0.2)})[0] == (
         "cannot tell")  # the budget was not filled every update
+    # where both arms recorded CPU seconds, those decide: the wall CVs here would say
+    # "cannot tell", the CPU CVs (0.04 against 0.2) say "supports"
+    cpu = {"budget": {**_n(0.0, 0.15), "train_cpu_s_per_update_cv": 0.04},
+           "token_mean": {**_n(0.2, 0.2), "train_cpu_s_per_update_cv": 0.2}}
+    verdict, why = fd.verdict_normalisers(cpu)
+    assert verdict == "supports" and "CPU time per update varies 0.040 against 0.200" in why
+    cpu["token_mean"].pop("train_cpu_s_per_update_cv")  # one arm without: wall seconds decide
+    assert fd.verdict_normalisers(cpu)[0] == "cannot tell"
+
+
+def test_arm_timing_sums_runs_and_keeps_the_load(tmp_path, monkeypatch):
+    for arm, runs in {"two_stage": {"rl_reasoning": (100.0, 180.0, 2.1), "rl_general": (
+            50.0, 95.0, 3.4)}, "joint": {"rl_reasoning": (120.0, 230.0, 2.0)}}.items():
+        for run, (wall, cpu, load) in runs.items():
+            d = tmp_path / "two_stage" / "arms" / arm / run
+            d.mkdir(parents=True)
+            (d / "wall.json").write_text(json.dumps({"wall_s": wall, "cpu_s": cpu,
+                                                     "load_avg": [load, 1.0, 1.0],
+                                                     "cpu_count": 2}))
+    old = tmp_path / "two_stage" / "arms" / "older" / "rl_reasoning"  # a record without CPU
+    old.mkdir(parents=True)
+    (old / "wall.json").write_text(json.dumps({"wall_s": 30.0}))
+    monkeypatch.setattr(fd, "REPORTS", tmp_path)
+    t = fd.arm_timing("two_stage")
+    assert t["arm_seconds"] == {"joint": 120.0, "older": 30.0, "two_stage": 150.0}
+    assert t["arm_cpu_seconds"] == {"joint": 230.0, "two_stage": 275.0}
+    assert sorted(t["arm_load_1m"]) == [2.0, 2.1, 3.4] and t["cpu_count"] == 2
+    m = {"finding": "two_stage", "claim": "c", "verdict": "cannot tell", "why": "w",
+         "scores": {a: {"all_reasoning": 1.0, "ifeval": 2.0} for a in ("start", "two_stage",
+                                                                       "joint")},
+         "vs_start": {}, "tokens_trained": {}, "plots": [], "report_seconds": 60.0,
+         "commit": "0123456789", "date": "d", **t}
+    text = fd.finding_markdown(m)
+    assert "two_stage 150 s (CPU 275 s)" in text and "older 30 s, two_stage" in text
+    assert "(6.0 min in all)" in text  # 120 + 30 + 150 + 60 s
+    assert "load average as the arms ended: 2.0 to 3.4 on 2 cores" in text
 
 
 def _ci(diff, lo, hi):

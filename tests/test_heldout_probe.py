@@ -54,6 +54,28 @@ def test_extra_files_and_case_variants_count_as_seen(tmp_path):
     assert not set(df["prompt"]) & {t["prompt"] for t in first}
 
 
+def test_per_domain_counts_and_their_errors(tmp_path):
+    assert probe.parse_counts(["150"], ["math", "ifeval"]) == {"math": 150, "ifeval": 150}
+    assert probe.parse_counts(["150", "ifeval=600"], ["math", "ifeval"]) == {
+        "math": 150, "ifeval": 600}
+    assert probe.parse_counts(["ifeval=600", "40"], ["math", "ifeval"]) == {
+        "math": 40, "ifeval": 600}  # order does not matter
+    assert probe.parse_counts([], ["math"]) == {"math": 150}
+    for bad, why in (("sudoku=5", "not one of --domains"), ("math=x", "expected N"),
+                     ("0", "at least 1")):
+        with pytest.raises(SystemExit, match=why):
+            probe.parse_counts([bad], ["math", "ifeval"])
+    curated = _curated(tmp_path, [{"prompt": "unrelated"}] * 4)
+    df = probe.fresh_tasks(PARAMS, ["math", "knights_knaves"], {"math": 12, "knights_knaves": 5},
+                           7, probe.seen_prompts(curated))
+    assert df.group_by("domain").len().sort("domain").to_dicts() == [
+        {"domain": "knights_knaves", "len": 5}, {"domain": "math", "len": 12}]
+    # a larger count keeps the smaller count's problems first: the same seed draws them
+    small = probe.fresh_tasks(PARAMS, ["math"], 5, 7, probe.seen_prompts(curated))
+    assert df.filter(pl.col("domain") == "math")["prompt"].head(5).to_list() == small[
+        "prompt"].to_list()
+
+
 def test_missing_split_or_generator_is_an_error(tmp_path):
     with pytest.raises(SystemExit, match="sft.parquet: missing"):
         probe.seen_prompts(tmp_path)

@@ -42,6 +42,13 @@ def test_targets_are_computed_from_the_check():
         "the placebo of rl_reasoning's defaults moves fresh reasoning by <= 1 point",
         "-0.8 (95% CI -2.0 to +0.4)", "met")
     assert page.targets(PROBE, {}, {**within, "diff": -4.7})[1][2] == "**not met**"
+    # a probe with the paired comparison against rl_reasoning: its difference and CI decide
+    # (+9.6 paired; the unpaired averages above would say +14.0)
+    paired = {**PROBE, "versus": {"rl_reasoning": {"rl_general": {
+        "ifeval": _row(75.0, 9.6, 7.0, 12.1), "all_reasoning": _row(25.0, -2.4, -3.0, -1.8)}}}}
+    t = page.targets(paired, {})
+    assert t[1][1:] == ("+9.6 (95% CI +7.0 to +12.1)", "**not met**")
+    assert t[2][1:] == ("-2.4 (95% CI -3.0 to -1.8)", "**not met**")
 
 
 def test_placebo_arm_is_read_from_the_controls_record(tmp_path):

@@ -457,3 +457,86 @@ def test_fallback_without_privileges_runs_and_logs(monkeypatch, caplog):
     assert r3.status != "passed" and r3.tests_passed == 0
     notes = [m for m in caplog.messages if "containment layers not available" in m]
     assert len(notes) == 1 and all(layer in notes[0] for layer in LAYERS)
+
+
+# --- the zygote: one interpreter per caller forks every run's boot process ---------------------
+
+VERDICT_CASES = {
+    "pass": ("def f(x):\n    return x + 1\n", ["assert f(1) == 2", "assert f(2) == 3"]),
+    "fail": ("def f(x):\n    return x\n", ["assert f(1) == 2", "assert f(2) == 2"]),
+    "load_error": ("def f(:\n", ["assert f(1) == 2"]),
+    "raises": ("def f(x):\n    raise KeyError(x)\n", ["assert f(1) == 2"]),
+    "timeout": ("while True:\n    pass\n", ["assert True"]),
+    "exit": ("import sys\nsys.exit(0)\n", ["assert True"]),
+    "output": ("while True:\n    print('x' * 10000)\n", ["assert True"]),
+    **{f"attack_{name}": (program, SECRET_TESTS) for name, program in sorted(ATTACKS.items())},
+}
+
+
+def _verdict(r, name):
+    # an attack that patches os._exit in its own process tears down in a racy order, so its
+    # last stderr line varies from run to run in either mode; the other cases' detail is fixed
+    detail = None if name.startswith("attack_") else r.detail
+    return r.status, r.tests_passed, r.tests_total, detail, r.isolation
+
+
+def test_zygote_and_a_fresh_interpreter_give_the_same_verdicts(monkeypatch):
+    import pipeline.verify.sandbox as sb
+
+    got = {}
+    for zygote in (False, True):
+        monkeypatch.setattr(sb, "ZYGOTE", zygote)
+        got[zygote] = {name: _verdict(run_tests(program, tests, FAST), name)
+                       for name, (program, tests) in VERDICT_CASES.items()}
+    assert got[True] == got[False]
+    assert got[True]["pass"][:3] == ("passed", 2, 2) and got[True]["fail"][:2] == ("failed", 1)
+    assert got[True]["timeout"][0] == "timeout" and got[True]["output"][0] == "output_limit"
+    assert all(v[1] == 0 for k, v in got[True].items() if k.startswith("attack_"))
+
+
+def test_one_zygote_serves_the_runs_and_outlives_hostile_ones(monkeypatch):
+    import pipeline.verify.sandbox as sb
+
+    monkeypatch.setattr(sb, "ZYGOTE", True)
+    draw = "import random\ndef f():\n    return random.random()\n"
+    first = run_tests(draw, ["print(f())"], FAST)
+    zygote = sb._zygote
+    assert zygote is not None and zygote.owner == os.getpid() and zygote.proc.poll() is None
+    # every run is a new process: the random module is seeded afresh, as in a new interpreter
+    assert run_tests(draw, ["print(f())"], FAST).stdout != first.stdout
+    hostile = ("import os, signal\n"
+               "for pid in range(1, 4096):\n"
+               "    try:\n"
+               "        os.kill(pid, signal.SIGKILL)\n"
+               "    except OSError:\n"
+               "        pass\n"
+               "os.kill(-1, signal.SIGKILL)\n")  # fmt: skip
+    for program in (hostile, "import os\nos.killpg(0, 9)\n", "while True:\n    pass\n"):
+        assert run_tests(program, ["assert False"], FAST).tests_passed == 0
+        assert sb._zygote is zygote and zygote.proc.poll() is None  # the same zygote, alive
+    assert run_tests("def f():\n    return 1\n", ["assert f() == 1"], FAST).status == "passed"
+    # a zygote that died is replaced, and the verdicts stay right
+    zygote.proc.kill()
+    zygote.proc.wait()
+    assert run_tests("def f():\n    return 1\n", ["assert f() == 1"], FAST).status == "passed"
+    assert sb._zygote is not None and sb._zygote is not zygote
+    assert run_tests("def f():\n    return 1\n", ["assert f() == 2"], FAST).status == "failed"
+
+
+def test_a_forked_caller_starts_its_own_zygote(monkeypatch):
+    import pipeline.verify.sandbox as sb
+
+    monkeypatch.setattr(sb, "ZYGOTE", True)
+    run_tests("x = 1\n", ["assert x == 1"], FAST)
+    parent_zygote = sb._zygote.pid
+    pid = os.fork()
+    if pid == 0:  # the child scores through a zygote of its own, never its parent's
+        code = 1
+        try:
+            ok = run_tests("x = 1\n", ["assert x == 1"], FAST).status == "passed"
+            code = 0 if ok and sb._zygote.pid != parent_zygote else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sb._zygote.pid == parent_zygote and sb._zygote.proc.poll() is None

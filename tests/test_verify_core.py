@@ -209,26 +209,35 @@ def test_score_batch_times_out_a_hung_item_and_goes_on():
     assert time.monotonic() - t0 < 4.5
     assert got[1] == Score(0.0, False, "timeout")
     assert [s.correct for s in got] == [True, False, True, False]
-    # The killed worker's sandbox died with it (boot has PDEATHSIG, the PID namespace follows).
+    # The killed worker's sandbox died with it: its zygote has PDEATHSIG, so does the boot
+    # process the zygote forked, and the PID namespace follows. The live worker's zygote stays.
     # Other jobs on the machine may run sandboxes too; those end within their 5 s wall limit,
-    # while the hung program would sleep for 60 s: after 7 s none seen now may be alive.
-    seen = set(_sandbox_procs())
+    # while the hung program would sleep for 60 s: after 7 s no process seen now whose caller
+    # is dead may be alive.
+    seen = set(_orphaned_sandbox_procs())
     deadline = time.monotonic() + 7
-    while seen & set(_sandbox_procs()) and time.monotonic() < deadline:
+    while seen & set(_orphaned_sandbox_procs()) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert seen & set(_sandbox_procs()) == set()
+    assert seen & set(_orphaned_sandbox_procs()) == set()
 
 
-def _sandbox_procs() -> list[str]:
-    """Live processes still running the hung program's sandbox boot (from /proc cmdlines)."""
+def _orphaned_sandbox_procs() -> list[str]:
+    """Live sandbox processes (from /proc cmdlines) whose caller is gone: a zygote, or a run it
+    forked (``sandbox.py --zygote <caller pid>``), of a dead caller; or a boot process started
+    without a zygote (its caller is not recorded: every one counts)."""
     found = []
     for d in Path("/proc").iterdir():
         try:
-            cmd = (d / "cmdline").read_bytes() if d.name.isdigit() else b""
+            cmd = (d / "cmdline").read_bytes().split(b"\0") if d.name.isdigit() else []
         except OSError:
             continue
-        if b"pipeline/verify/sandbox.py" in cmd:
-            found.append(d.name)
+        if not any(a.endswith(b"pipeline/verify/sandbox.py") for a in cmd):
+            continue
+        if b"--zygote" in cmd:
+            caller = int(cmd[cmd.index(b"--zygote") + 1])
+            if Path(f"/proc/{caller}").exists():
+                continue
+        found.append(d.name)
     return found
 
 

@@ -365,7 +365,7 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
     run.busy_s = 0.0
     ro, before, rounds, t_roll, t_reward = collect(run, step)
     run.busy_s += t_roll + t_reward
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     train_rewards = (_placebo(ro.rewards, np.random.default_rng([run.seed, step, 3]))
                      if p.placebo else ro.rewards)
     adv, zero_var = group_advantages(train_rewards, p.adv_eps)
@@ -394,7 +394,7 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
     trainer_lp = [v for mb in batches for row, c in zip(mb.old_logp, mb.completion_ids,
                                                         strict=True) for v in row[:len(c)].tolist()]
     sync_engine(run)
-    t3 = time.perf_counter()
+    t3, c3 = time.perf_counter(), time.process_time()
     row = _rollout_metrics(ro, zero_var, before)
     here = [u.pop("tokens_trained_here") for u in updates if "tokens_trained_here" in u]
     row.update({k: float(np.mean([u[k] for u in updates])) for k in (updates[0] if updates else {})})
@@ -420,6 +420,7 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
         "prompts_distinct": float(run.stream.distinct_drawn),
         "logprob_mismatch_abs": mm["logprob_abs_diff"], "logprob_mismatch_kl": mm["kl_k3"],
         "time_rollout_s": t_roll, "time_reward_s": t_reward, "time_train_s": t3 - t2,
+        "cpu_train_s": c3 - c2,
         "time_step_s": t3 - t0, "tokens_generated": float(generated),
         "tokens_per_s": generated / max(t3 - t0, 1e-9),
     })
