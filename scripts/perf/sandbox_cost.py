@@ -108,7 +108,9 @@ def page_block(rec: dict) -> str:
     lines += ["", f"`reports/perf/sandbox_cost.json`: this tree at commit `{run['commit']}` "
               f"against `{run['rev']}` (`{run['rev_commit']}`: {run['rev_subject']}), "
               f"{run['n']} executions each, {run['date']}, {run['cpu_count']} cores, load average "
-              f"(1, 5, 15 min) {', '.join(map(str, run['load_avg_start']))} at the start (about 1 = the benchmark alone; more: other work shared the cores and slowed both sides). "
+              f"(1, 5, 15 min) {', '.join(map(str, run['load_avg_start']))} at the start "
+              "(about 1 = the benchmark alone; more: other work shared the cores and slowed "
+              "both sides). "
               f"Command: `{run['command']}`"]
     return "\n".join(lines)
 
