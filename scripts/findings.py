@@ -5,7 +5,8 @@ that runs one or two RL stages from a start model with params.yaml's RL section 
 ``findings.rl`` overrides:
 
 - ``normalisers``: C3PO's fixed token budget (``budget``) against DAPO's token mean and GRPO's
-  per-sequence mean, same start model and data, several seeds;
+  per-sequence mean, same start model and data, several seeds (``findings.normalisers``
+  overrides ``findings.rl`` for these arms);
 - ``entropy_band``: RL with the same settings from several SFT epochs;
 - ``two_stage``: rl_reasoning then rl_general against one run on the mixed pool with the same
   number of steps.
@@ -70,9 +71,10 @@ def arm_runs(params: dict, finding: str, arm: str, seed: str | None = None
     if finding == "normalisers":
         if seed is None:
             raise SystemExit("normalisers arm: give the normaliser and the seed")
+        over = {**rl, **(f.get("normalisers") or {}), "normaliser": arm}
         return [{"name": "rl_reasoning", "stage": "rl_reasoning", "start": "models/selected",
                  "tasks": "data/rl/reasoning.parquet", "seed": base_seed + int(seed),
-                 "section": section(params, "rl_reasoning", {**rl, "normaliser": arm})}]
+                 "section": section(params, "rl_reasoning", over)}]
     if finding == "entropy_band":
         return [{"name": "rl_reasoning", "stage": "rl_reasoning",
                  "start": f"models/sft/epoch_{int(arm)}", "tasks": "data/rl/reasoning.parquet",

@@ -535,7 +535,8 @@ def page_markdown() -> str:
             "docs/rl.md (normalisers), docs/select.md (the band). `make findings` runs all "
             "three, `make finding-normalisers`, `make finding-entropy-band`, "
             "`make finding-two-stage` one each. The arms are reduced RL runs (params.yaml "
-            "`findings.rl`), so a verdict holds for that budget, not for the full stages.", ""]
+            "`findings.rl`; the normaliser arms with `findings.normalisers` on top), so a "
+            "verdict holds for that budget, not for the full stages.", ""]
     body = []
     for f in FINDINGS:
         path = REPORTS / f / "metrics.json"

@@ -173,8 +173,13 @@ def test_arm_runs_apply_the_findings_overrides():
     [run] = arms_mod.arm_runs(PARAMS, "normalisers", "token_mean", "2")
     assert run["section"]["normaliser"] == "token_mean"
     assert run["seed"] == PARAMS["seed"] + 2 and run["start"] == "models/selected"
-    assert all(run["section"][k] == v for k, v in rl.items())
+    norm = PARAMS["findings"].get("normalisers") or {}
+    assert all(run["section"][k] == norm.get(k, v) for k, v in rl.items())
     assert PARAMS["rl_reasoning"]["normaliser"] == "budget"  # the base params are untouched
+    # the normalisers' own overrides win over findings.rl, for their arms only
+    short = {**PARAMS, "findings": {**PARAMS["findings"], "normalisers": {"steps": 5}}}
+    assert arms_mod.arm_runs(short, "normalisers", "budget", "1")[0]["section"]["steps"] == 5
+    assert arms_mod.arm_runs(short, "entropy_band", "6")[0]["section"]["steps"] == rl["steps"]
     [run] = arms_mod.arm_runs(PARAMS, "entropy_band", "6")
     assert run["start"] == "models/sft/epoch_6"
     t = PARAMS["findings"]["two_stage"]
