@@ -64,6 +64,7 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -377,6 +378,12 @@ class _ZygoteChild:
 def _read_line(reader) -> dict | None:
     line = reader.readline()
     return json.loads(line) if line.endswith(b"\n") else None
+
+
+@atexit.register
+def _close_zygote() -> None:
+    if _zygote is not None and _zygote.owner == os.getpid():
+        _zygote.close()
 
 
 def _zygote_for_this_process() -> _Zygote | None:
