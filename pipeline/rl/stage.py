@@ -323,7 +323,6 @@ def main_for(stage: str, group: str, argv: Sequence[str] | None = None) -> dict[
                      on_step=lambda s, m: tracker.record(s, m, chart_row(m, kl_seen)))
         save_final(run, out)
         if run.rank != 0:
-            run.engine.close()
             _leave(run)
             return summary(hist, params, seed)
         tracker.write_steps(reports / "steps.csv")
@@ -337,13 +336,17 @@ def main_for(stage: str, group: str, argv: Sequence[str] | None = None) -> dict[
         print(f"{stage}: {metrics['verdict']}")
         tracker.figure(plot(hist, stage, reports / "reward_curve.png"), "reward_curve.png")
         tracker.artifact(reports / "steps.csv")
-        run.engine.close()
         _leave(run)
     return metrics
 
 
 def _leave(run: RLRun) -> None:
-    """End a several-rank run's process group (after rank 0 has written everything)."""
+    """Close the engine and end a several-rank run's process group (after rank 0 has written
+    everything). The ranks meet before their engines close: a vLLM engine running in the
+    rank's process takes the ranks' process group as its own when it starts and ends it when
+    it closes."""
     if run.world > 1:
         torch.distributed.barrier()
+    run.engine.close()
+    if run.world > 1 and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
