@@ -126,25 +126,35 @@ def run_stage(stage: str, force: bool, repo_dir: str, parent_run_id: str | None
     return StageResult(stage, "ran", seconds, cpu)
 
 
-def name_cached(task_run_id, stage: str, wait_s: float = 20.0) -> None:
+def name_cached(task_run_id, stage: str, wait_s: float = 60.0) -> None:
     """Rename a finished task run ``<stage> (cached)``, so the flow run's timeline tells a
-    skipped stage from one that ran (both states are drawn in the same colour). The server
-    learns of a task run from its events a moment after it ends (seconds on a busy machine): a
-    404 is retried with a growing pause for up to ``wait_s`` seconds."""
+    skipped stage from one that ran (both states are drawn in the same colour).
+
+    The server builds a task run from its events a moment after it ends (seconds on a busy
+    machine), and each event it records rewrites the run's name from the event: a rename that
+    lands before the final state's event is undone. So the rename waits until the server holds
+    the run in a final state, then reads the name back; it retries with a growing pause for up
+    to ``wait_s`` seconds."""
     from prefect.client.orchestration import get_client
 
+    wanted = f"{stage} (cached)"
     deadline, pause = time.monotonic() + wait_s, 0.25
     with get_client(sync_client=True) as client:
         while True:
             try:
-                client.set_task_run_name(task_run_id, f"{stage} (cached)")
-                return
+                run = client.read_task_run(task_run_id)
+                if run.state is not None and run.state.is_final():
+                    if run.name == wanted:
+                        return
+                    client.set_task_run_name(task_run_id, wanted)
             except Exception:  # noqa: BLE001 - not there yet
-                if time.monotonic() + pause > deadline:
-                    break
-                time.sleep(pause)
-                pause = min(2 * pause, 2.0)
-    get_run_logger().debug("task run of %s not renamed", stage)
+                pass
+            if time.monotonic() + pause > deadline:
+                break
+            time.sleep(pause)
+            pause = min(2 * pause, 2.0)
+    get_run_logger().warning("task run of %s not renamed '%s' within %.0f s", stage, wanted,
+                             wait_s)
 
 
 def status_line(results: list[StageResult]) -> str:
