@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from results_page import write_or_check  # noqa: E402
+
 DOMAIN_ORDER = ("all_reasoning", "math", "countdown", "sudoku", "knights_knaves", "code",
                 "ifeval")
 
@@ -84,16 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPO / "docs/experiments.md"))
     ap.add_argument("--check", action="store_true", help="exit 1 if --out is not up to date")
     args = ap.parse_args(argv)
-    text = render(Path(args.root))
-    out = Path(args.out)
-    if args.check:
-        if not out.exists() or out.read_text() != text:
-            print(f"{out} is stale: run scripts/experiments_page.py", file=sys.stderr)
-            return 1
-        return 0
-    out.write_text(text)
-    print(f"wrote {out}")
-    return 0
+    return write_or_check({Path(args.out): render(Path(args.root))}, args.check,
+                          "scripts/experiments_page.py")
 
 
 if __name__ == "__main__":

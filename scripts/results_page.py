@@ -219,10 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root)
     outputs = {root / "docs/results.md": page(root),
                root / "README.md": with_block((root / "README.md").read_text(), block(root))}
+    return write_or_check(outputs, args.check, "scripts/results_page.py")
+
+
+def write_or_check(outputs: dict[Path, str], check: bool, script: str) -> int:
+    """Write each generated file; with ``check``, write nothing and exit 1 if any differs
+    from what ``script`` would write (the pages' ``--check``)."""
     stale = [p for p, text in outputs.items() if not p.exists() or p.read_text() != text]
-    if args.check:
+    if check:
         for p in stale:
-            print(f"{p} is stale: run scripts/results_page.py", file=sys.stderr)
+            print(f"{p} is stale: run {script}", file=sys.stderr)
         return 1 if stale else 0
     for p, text in outputs.items():
         p.write_text(text)

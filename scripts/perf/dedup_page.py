@@ -19,7 +19,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from results_page import with_block  # noqa: E402
+from results_page import with_block, write_or_check  # noqa: E402
 
 BEGIN, END = "<!-- dedup-bench:begin -->", "<!-- dedup-bench:end -->"
 SYSTEM_NAMES = {"memory": "in-memory", "stream": "stream", "datatrove": "datatrove"}
@@ -110,16 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     root = Path(args.root)
     path = root / "docs" / "curate.md"
-    old = path.read_text()
-    new = with_block(old, block(root), str(path), BEGIN, END)
-    if args.check:
-        if new != old:
-            print(f"{path} is stale: run scripts/perf/dedup_page.py", file=sys.stderr)
-            return 1
-        return 0
-    path.write_text(new)
-    print(f"wrote {path}")
-    return 0
+    new = with_block(path.read_text(), block(root), str(path), BEGIN, END)
+    return write_or_check({path: new}, args.check, "scripts/perf/dedup_page.py")
 
 
 if __name__ == "__main__":

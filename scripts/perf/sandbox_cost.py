@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from results_page import with_block  # noqa: E402
+from results_page import with_block, write_or_check  # noqa: E402
 
-from pipeline.atomic import write_json, write_text  # noqa: E402
+from pipeline.atomic import write_json  # noqa: E402
 from pipeline.verify import sandbox as new  # noqa: E402
 
 RECORD = ROOT / "reports/perf/sandbox_cost.json"
@@ -125,17 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="with --page: exit 1 if it is stale")
     args = ap.parse_args(argv)
     if args.page:
-        text = PAGE.read_text()
         block = f"{BEGIN}\n{page_block(json.loads(RECORD.read_text()))}\n{END}"
-        new_text = with_block(text, block, "docs/verify.md", BEGIN, END)
-        if args.check:
-            if new_text != text:
-                print("docs/verify.md: the sandbox cost table is stale: run "
-                      "scripts/perf/sandbox_cost.py --page", file=sys.stderr)
-                return 1
-            return 0
-        write_text(PAGE, new_text)
-        return 0
+        new_text = with_block(PAGE.read_text(), block, "docs/verify.md", BEGIN, END)
+        return write_or_check({PAGE: new_text}, args.check,
+                              "scripts/perf/sandbox_cost.py --page")
     start = [round(x, 2) for x in os.getloadavg()]
     workloads = measure(args.rev, args.n)
     print(f"{'workload':<10}{'impl':>6}{'median s':>10}{'p90 s':>8}")
