@@ -12,12 +12,14 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import faulthandler
 import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -35,6 +37,11 @@ from pipeline.rl.params import RLOptim, RLParams  # noqa: E402
 from pipeline.train.launch import Rendezvous, torchrun_command  # noqa: E402
 
 TIMING = ("time_", "tokens_per_s", "cpu_")  # seconds: they differ between runs
+# libstdc++'s message when std::terminate runs with no exception in flight. One rank of a
+# 3-rank gradient check (3 gloo ranks on a 2-core machine) died with it during the ZeRO-1 steps
+# in one launch; 37 further launches, on an idle and on a loaded machine, did not repeat it.
+# The cause is not established.
+NATIVE_ABORT = "terminate called without an active exception"
 
 
 # --- the split and the launcher (no process group) ------------------------------------------
@@ -293,8 +300,16 @@ def _launch(tmp_path: Path, *args: str, world: int = 2, env_extra: dict | None =
            "PYTHONPATH": str(REPO), **(env_extra or {})}
     for key in RANK_ENV:
         env.pop(key, None)
-    return _run(torchrun_command("tests.test_rl_ranks", list(args), Rendezvous(world)), env,
-                timeout)
+    cmd = torchrun_command("tests.test_rl_ranks", list(args), Rendezvous(world))
+    r = _run(cmd, env, timeout)
+    if r.returncode != 0 and NATIVE_ABORT in r.stderr and "(SIGABRT)" in r.stderr:
+        # A rank that aborts in native code with no Python exception (see NATIVE_ABORT) is
+        # launched once more; every check then runs on the second launch. The first one's
+        # stderr (with each thread's Python stack, from faulthandler) is kept as a warning.
+        warnings.warn(f"{world}-rank {args[0]} launch: a rank aborted ({NATIVE_ABORT!r}); "
+                      f"launched again. Its stderr:\n{r.stderr[-6000:]}", stacklevel=2)
+        r = _run(cmd, env, timeout)
+    return r
 
 
 @pytest.fixture(scope="module")
@@ -306,6 +321,15 @@ def model_dir(tmp_path_factory) -> Path:
     model, tok = tiny_trained_moe()
     save_checkpoint(model, tok, root / "model")  # every rank starts from the same bytes
     return root / "model"
+
+
+def test_launch_relaunches_once_after_a_native_abort(tmp_path):
+    out = tmp_path / "abort.json"
+    with pytest.warns(UserWarning, match="a rank aborted"):
+        r = _launch(tmp_path, "abort-once", "-", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(out.read_text()) == {"world": 2}  # the second launch ran to the end
+    assert out.with_suffix(".aborted").exists()
 
 
 @pytest.mark.integration
@@ -740,12 +764,22 @@ def _partition_every_weight() -> None:
 
 
 def _child(argv: list[str]) -> None:
+    faulthandler.enable(all_threads=True)  # a native abort prints each thread's Python stack
     torch.set_num_threads(1)
     from pipeline.model.checkpoint import load_model
     from pipeline.rl.trainer import rl_step
     from tests.test_rl_trainer import make_run
 
     mode, model_dir = argv[0], argv[1]
+    if mode == "abort-once":  # the launcher's relaunch: rank 1 aborts the first time
+        marker = Path(argv[-1]).with_suffix(".aborted")
+        if int(os.environ["RANK"]) == 1 and not marker.exists():
+            marker.write_text("")
+            print(NATIVE_ABORT, file=sys.stderr, flush=True)
+            os.abort()
+        if int(os.environ["RANK"]) == 0:
+            Path(argv[-1]).write_text(json.dumps({"world": int(os.environ["WORLD_SIZE"])}))
+        return
     assert mode in ("grad", "zero3"), mode
     zero = 3 if mode == "zero3" else 0
     if zero == 3:
