@@ -1,9 +1,15 @@
 """Instruction following: a short note on a topic under 1-3 checkable constraints.
 
+The request is worded one of several ways (``FRAMES``) about one of 154 topics, and the
+constraints' words and phrases come from lists of 10-40, so 1,000 draws give about 985 distinct
+prompts: an RL pool of them rarely repeats a prompt, and a fresh draw with a new seed has the
+pool's mix of constraint kinds (a small prompt space leaves only the rarest combinations fresh).
+
 Knobs: ``kinds`` (constraint kinds to draw from; see ``pipeline.verify.ifeval.KINDS``),
 ``min_constraints`` / ``max_constraints`` (how many per prompt). Conflicting kinds are never
-drawn together (``CONFLICTS``), and a drawn combination the teacher cannot satisfy is redrawn,
-so every task is satisfiable. Reference: ``{"constraints": [{"kind": ..., **args}, ...]}``.
+drawn together (``CONFLICTS``), and a drawn combination the teacher cannot satisfy in at most
+``MAX_TRACE_WORDS`` words is redrawn, so every task is satisfiable in a short note.
+Reference: ``{"constraints": [{"kind": ..., **args}, ...]}``.
 
 The teacher plans in the think block (the rules, how many sentences), then writes the note
 from templated sentences (no commas or other rare punctuation), shaped into paragraphs, bullets
@@ -20,11 +26,33 @@ from typing import Any
 from pipeline.verify.ifeval import KINDS, satisfied
 
 DEFAULTS: dict[str, Any] = {"kinds": KINDS, "min_constraints": 1, "max_constraints": 1}
-TOPICS = ("cats", "the ocean", "coffee", "rainy days", "trains", "gardening", "the moon",
-          "bicycles", "winter", "music lessons", "old maps", "honey bees", "city parks",
-          "baking bread", "mountains", "libraries", "chess", "the desert", "kites", "tea",
-          "volcanoes", "school buses", "owls", "lighthouses", "camping", "clocks", "robots",
-          "snow", "rivers", "football")
+TOPICS = (
+    "cats", "the ocean", "coffee", "rainy days", "trains", "gardening", "the moon", "bicycles",
+    "winter", "music lessons", "old maps", "honey bees", "city parks", "baking bread",
+    "mountains", "libraries", "chess", "the desert", "kites", "tea", "volcanoes", "school buses",
+    "owls", "lighthouses", "camping", "clocks", "robots", "snow", "rivers", "football",
+    "dogs", "horses", "dolphins", "penguins", "elephants", "butterflies", "frogs", "foxes",
+    "whales", "parrots", "spiders", "turtles", "wolves", "rabbits", "squirrels", "ants",
+    "apples", "pizza", "soup", "chocolate", "rice", "cheese", "pancakes", "oranges", "salad",
+    "ice cream", "noodles", "strawberries", "popcorn", "lemons", "carrots", "sandwiches",
+    "summer", "autumn", "spring", "storms", "rainbows", "fog", "sunsets", "thunder", "the wind",
+    "stars", "comets", "planets", "the sun", "eclipses", "satellites", "space travel",
+    "forests", "islands", "caves", "lakes", "waterfalls", "beaches", "glaciers", "jungles",
+    "meadows", "canyons", "swamps", "hills", "boats", "airplanes", "buses", "bridges",
+    "tunnels", "ships", "cars", "subways", "hot air balloons", "rockets", "sailboats",
+    "painting", "dancing", "poetry", "theater", "photography", "knitting", "pottery",
+    "drawing", "singing", "the piano", "the violin", "drums", "museums", "markets", "bakeries",
+    "farms", "zoos", "castles", "hospitals", "airports", "schools", "villages", "harbors",
+    "swimming", "tennis", "skiing", "hiking", "running", "fishing", "basketball", "yoga",
+    "board games", "puzzles", "birthdays", "holidays", "picnics", "letters", "newspapers",
+    "maps", "umbrellas", "candles", "mirrors", "keys", "shoes", "hats", "backpacks",
+    "computers", "telephones", "cameras", "radios", "lamps", "windmills", "fountains",
+)
+# How the task is put: the rules follow it. Several wordings of one request, so the model reads
+# the rules rather than one memorised sentence, and fresh prompts stay plentiful.
+FRAMES = ("Write a short note about {t}.", "Write a few lines about {t}.",
+          "Write a short text about {t}.", "Write a brief note on {t}.",
+          "Tell me about {t} in a short note.", "Write something short about {t}.")
 _SENTENCES = ("Many people enjoy {t}.", "There is always more to know about {t}.",
               "People talk about {t} every day.", "Some facts about {t} surprise people.",
               "Learning about {t} takes time.", "Children often ask about {t}.",
@@ -32,11 +60,18 @@ _SENTENCES = ("Many people enjoy {t}.", "There is always more to know about {t}.
               "We can learn a lot from {t}.", "Thinking about {t} makes life more fun.",
               "Stories about {t} go back a long way.", "Learning about {t} is worth it.")
 KEYWORDS = ("sun", "river", "music", "history", "friend", "market", "garden", "window",
-            "journey", "color")
-FORBIDDEN = ("very", "really", "good", "bad", "thing", "nice", "just", "also")
+            "journey", "color", "bridge", "forest", "letter", "island", "morning", "village",
+            "painting", "candle", "mirror", "harbor", "silver", "cloud", "engine", "kitchen",
+            "meadow", "puzzle", "rocket", "shadow", "valley", "whistle", "basket", "lantern",
+            "orchard", "pebble", "ribbon", "tunnel", "violin", "wagon", "feather", "compass")
+FORBIDDEN = ("very", "really", "good", "bad", "thing", "nice", "just", "also", "great",
+             "pretty", "quite", "stuff", "maybe", "actually", "simply", "truly", "totally",
+             "awesome", "kind", "lots")
 CHARS = (",", ";", "!", "?")
-STARTS = ("Here is my note", "Let me explain", "In short", "My answer follows")
-ENDS = ("That is all", "Thank you for reading", "The end", "Any other questions")
+STARTS = ("Here is my note", "Let me explain", "In short", "My answer follows", "To begin",
+          "Listen to this", "Here we go", "First of all", "Dear reader", "A quick note")
+ENDS = ("That is all", "Thank you for reading", "The end", "Any other questions", "See you soon",
+        "Best wishes", "That wraps it up", "Until next time", "Stay curious", "Goodbye for now")
 _SHAPE = {"json", "paragraphs", "bullets", "quotation"}
 CONFLICTS = {
     frozenset(p) for p in (
@@ -47,6 +82,7 @@ CONFLICTS = {
     )
 }
 MAX_SENTENCES = 12
+MAX_TRACE_WORDS = 60  # a longer teacher note is redrawn: it would not fit the RL stage's tokens
 
 
 def check_knobs(k: dict[str, Any]) -> None:
@@ -129,14 +165,17 @@ def describe(c: dict[str, Any]) -> str:
 def make(rng: random.Random, k: dict[str, Any]) -> tuple[str, dict, dict]:
     while True:
         topic = rng.choice(TOPICS)
+        frame = rng.choice(FRAMES)
         constraints = _draw(rng, k)
         meta = {"topic": topic}
         try:
-            teacher({"constraints": constraints}, meta)
+            trace = teacher({"constraints": constraints}, meta)
         except ValueError:
             continue  # an unsatisfiable combination (e.g. 4 bullets in at most 2 sentences)
+        if len(trace.split()) > MAX_TRACE_WORDS:
+            continue  # e.g. capitals on a topic langdetect reads as English only at 9 sentences
         rules = " ".join(describe(c) for c in constraints)
-        return f"Write a short note about {topic}. {rules}", {"constraints": constraints}, meta
+        return f"{frame.format(t=topic)} {rules}", {"constraints": constraints}, meta
 
 
 def _render(cons: dict[str, dict], topic: str, m: int) -> str | None:
