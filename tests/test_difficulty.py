@@ -128,6 +128,13 @@ def test_histogram_counts_each_possible_rate():
 
 
 # ---- the difficulty stage end to end with a scripted engine (known pass rates) -----------
+# ifeval kinds that ScriptedEngine's wrong answer breaks whatever their arguments: no comma, semicolon,
+# exclamation or question mark allowed; a JSON, quoted, titled, bulleted or 2-3 paragraph
+# response; a given opening or closing phrase; placeholders
+BROKEN_BY_WRONG = ("forbidden_chars", "json", "quotation", "title", "bullets", "paragraphs",
+                   "starts_with", "ends_with", "placeholders")
+
+
 class ScriptedEngine:
     """Answers task i correctly (with the teacher's trace) in exactly ``solved[i]`` of n samples."""
 
@@ -144,7 +151,7 @@ class ScriptedEngine:
         out = []
         for p in prompts:
             trace, solved = self.by_prompt[p]
-            # the wrong answer has no \\boxed{} and breaks every drawn ifeval rule (chars , ; ! ?)
+            # the wrong answer has no \\boxed{} and breaks every rule of BROKEN_BY_WRONG
             wrong = "<think>no idea</think> nothing, really; no! why?"
             texts = [trace if j < solved else wrong for j in range(n)]
             out.append([Completion(t, [1, 2, 3], [0.0, 0.0, 0.0], "stop") for t in texts])
@@ -171,7 +178,7 @@ def test_difficulty_stage_with_known_pass_rates(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model, tok = tiny_test_model()
     save_checkpoint(model, tok, "selected")
-    tasks = generate("math", 6, seed=2) + generate("ifeval", 3, seed=2)
+    tasks = generate("math", 6, seed=2) + generate("ifeval", 3, seed=2, kinds=BROKEN_BY_WRONG)
     import pipeline.tasks
 
     real_teacher = pipeline.tasks.teacher_trace
@@ -230,7 +237,7 @@ def test_unscored_prompts_pass_to_the_pools_when_kept(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model, tok = tiny_test_model()
     save_checkpoint(model, tok, "selected")
-    tasks = generate("math", 6, seed=2) + generate("ifeval", 3, seed=2)
+    tasks = generate("math", 6, seed=2) + generate("ifeval", 3, seed=2, kinds=BROKEN_BY_WRONG)
     pl.DataFrame(frame(tasks, TASK)).write_parquet("rl.parquet")
     engine = ScriptedEngine(tok, tasks, [2] * 9)  # every scored prompt: 2 of 4, learnable
     monkeypatch.setattr(pipeline.engines, "make_engine", lambda *a, **k: engine)
