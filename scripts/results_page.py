@@ -28,6 +28,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline.atomic import write_text  # noqa: E402
+
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
@@ -223,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_or_check(outputs: dict[Path, str], check: bool, script: str) -> int:
-    """Write each generated file; with ``check``, write nothing and exit 1 if any differs
+    """Write each generated file (atomically); with ``check``, write nothing and exit 1 if any differs
     from what ``script`` would write (the pages' ``--check``)."""
     stale = [p for p, text in outputs.items() if not p.exists() or p.read_text() != text]
     if check:
@@ -231,7 +235,7 @@ def write_or_check(outputs: dict[Path, str], check: bool, script: str) -> int:
             print(f"{p} is stale: run {script}", file=sys.stderr)
         return 1 if stale else 0
     for p, text in outputs.items():
-        p.write_text(text)
+        write_text(p, text)
         print(f"wrote {p}")
     return 0
 

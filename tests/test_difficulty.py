@@ -128,9 +128,9 @@ def test_histogram_counts_each_possible_rate():
 
 
 # ---- the difficulty stage end to end with a scripted engine (known pass rates) -----------
-# ifeval kinds that ScriptedEngine's wrong answer breaks whatever their arguments: no comma, semicolon,
-# exclamation or question mark allowed; a JSON, quoted, titled, bulleted or 2-3 paragraph
-# response; a given opening or closing phrase; placeholders
+# ifeval kinds that ScriptedEngine's wrong answer breaks whatever their arguments: no comma,
+# semicolon, exclamation or question mark allowed; a JSON, quoted, titled, bulleted or 2-3
+# paragraph response; a given opening or closing phrase; placeholders
 BROKEN_BY_WRONG = ("forbidden_chars", "json", "quotation", "title", "bullets", "paragraphs",
                    "starts_with", "ends_with", "placeholders")
 

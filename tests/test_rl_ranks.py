@@ -35,8 +35,8 @@ from pipeline.rl.budget import select_budget, walk_order  # noqa: E402
 from pipeline.rl.dist import balanced_split, slice_for  # noqa: E402
 from pipeline.rl.params import RLOptim, RLParams  # noqa: E402
 from pipeline.train.launch import Rendezvous, torchrun_command  # noqa: E402
+from tests.test_rl_trainer import TIMING  # noqa: E402
 
-TIMING = ("time_", "tokens_per_s", "cpu_")  # seconds: they differ between runs
 # libstdc++'s message when std::terminate runs with no exception in flight. One rank of a
 # 3-rank gradient check (3 gloo ranks on a 2-core machine) died with it during the ZeRO-1 steps
 # in one launch; 37 further launches, on an idle and on a loaded machine, did not repeat it.

@@ -72,7 +72,6 @@ STARTS = ("Here is my note", "Let me explain", "In short", "My answer follows", 
           "Listen to this", "Here we go", "First of all", "Dear reader", "A quick note")
 ENDS = ("That is all", "Thank you for reading", "The end", "Any other questions", "See you soon",
         "Best wishes", "That wraps it up", "Until next time", "Stay curious", "Goodbye for now")
-_SHAPE = {"json", "paragraphs", "bullets", "quotation"}
 CONFLICTS = {
     frozenset(p) for p in (
         ("json", "paragraphs"), ("json", "bullets"), ("json", "title"), ("json", "starts_with"),
