@@ -58,7 +58,7 @@ class RLParams:
     # means, same zero-variance groups, zero expected gradient). Logged rewards stay the real ones.
     placebo: bool = False
     # Φ: tokens trained per optimizer step when normaliser == "budget".
-    token_budget: int = 8192
+    token_budget: int = 12288
     # "step": one selection of Φ tokens per rollout batch, reused by every update (PPO epochs);
     # "minibatch": the walk fills updates_per_rollout mini-batches of Φ tokens each.
     budget_granularity: Literal["step", "minibatch"] = "step"
