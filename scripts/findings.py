@@ -95,7 +95,13 @@ def arm_runs(params: dict, finding: str, arm: str, seed: str | None = None
             mix = dict(params["rl_reasoning"].get("domain_mix") or {})
             if mix:  # the general domains join the mix at the weight of one reasoning domain
                 mix.update({d: max(mix.values()) for d in ("ifeval", "open_qa")})
-            over = {**rl, "steps": t["reasoning_steps"] + t["general_steps"], "domain_mix": mix}
+            steps = t["reasoning_steps"] + t["general_steps"]
+            # equal tokens: the two stages' Φ differ, so the joint arm's Φ is the two-stage
+            # arm's budget over all its updates spread evenly over the joint arm's steps
+            two = [r["section"] for r in arm_runs(params, "two_stage", "two_stage")]
+            total = sum(s["steps"] * s["token_budget"] * s["updates_per_rollout"] for s in two)
+            over = {**rl, "steps": steps, "domain_mix": mix, "updates_per_rollout": 1,
+                    "token_budget": round(total / steps)}
             return [{"name": "rl_joint", "stage": "rl_reasoning", "start": "models/selected",
                      "tasks": "<joint pool>", "seed": base_seed,
                      "section": section(params, "rl_reasoning", over)}]

@@ -99,17 +99,27 @@ def read_steps(path: Path) -> list[dict[str, float]]:
 
 def step_stats(rows: list[dict[str, float]]) -> dict[str, float]:
     """Per arm: tokens and training seconds per optimizer step (mean, CV; wall seconds, and CPU
-    seconds where the run recorded them), whole step time (mean, CV), reward on first-seen
-    prompts, entropy (first and last step), gradient norm."""
+    seconds where the run recorded them, also per trained token), whole step time (mean, CV),
+    reward on first-seen prompts, entropy (first and last step), gradient norm.
+
+    The times leave out the first step when a run has three or more: it pays one-off costs
+    (the allocator's first requests, lazy initialisation), as the warm-up step that
+    ``scripts/perf/rl_throughput.py`` does not time. The CPU time per trained token is the
+    noise floor of the time CVs: the step-to-step variation of the machine and of the work
+    that is not response tokens, which no normaliser removes."""
     opt = [max(r.get("optimizer_steps", 1.0), 1.0) for r in rows]
     tokens = [r["tokens_trained"] for r in rows]
-    train = [r["time_train_s"] / o for r, o in zip(rows, opt, strict=True)]
-    step = [r["time_step_s"] for r in rows]
+    timed = slice(1, None) if len(rows) >= 3 else slice(None)
+    train = [r["time_train_s"] / o for r, o in zip(rows, opt, strict=True)][timed]
+    step = [r["time_step_s"] for r in rows][timed]
     first = [r["reward_first_seen"] for r in rows if "reward_first_seen" in r]
     cpu = {}
     if all("cpu_train_s" in r for r in rows):  # runs that recorded the update's CPU seconds
         per = [r["cpu_train_s"] / o for r, o in zip(rows, opt, strict=True)]
-        cpu = {"train_cpu_s_per_update": float(np.mean(per)), "train_cpu_s_per_update_cv": cv(per)}
+        per_token = [c / max(t, 1.0) for c, t in zip(per, tokens, strict=True)]
+        cpu = {"train_cpu_s_per_update": float(np.mean(per[timed])),
+               "train_cpu_s_per_update_cv": cv(per[timed]),
+               "train_cpu_s_per_token_cv": cv(per_token[timed])}
     return {"steps": len(rows), "tokens_per_update": float(np.mean(tokens)),
             "tokens_per_update_cv": cv(tokens), "train_s_per_update": float(np.mean(train)),
             "train_s_per_update_cv": cv(train), **cpu, "step_s": float(np.mean(step)),
@@ -172,8 +182,13 @@ def verdict_normalisers(per: dict[str, dict[str, float]]) -> tuple[str, str]:
     if b[key] >= t[key]:
         return "contradicts", (f"C3PO's {what} per update varies {b[key]:.3f}, token_mean's "
                                f"{t[key]:.3f}")
+    floor = ""
+    if "train_cpu_s_per_token_cv" in b and "train_cpu_s_per_token_cv" in t:
+        floor = (f"; per trained token the CPU time varies {b['train_cpu_s_per_token_cv']:.3f} "
+                 f"(C3PO) and {t['train_cpu_s_per_token_cv']:.3f} (token_mean), the noise "
+                 f"floor that a fixed token count cannot remove")
     return "cannot tell", (f"C3PO's tokens per update CV {b['tokens_per_update_cv']:.3f}, "
-                           f"{what} CV {b[key]:.3f} against token_mean's {t[key]:.3f}")
+                           f"{what} CV {b[key]:.3f} against token_mean's {t[key]:.3f}{floor}")
 
 
 def verdict_entropy(arms: list[dict[str, Any]], vs_best: dict[str, dict]) -> tuple[str, str]:
@@ -250,7 +265,8 @@ def fresh_probe(params: dict, finding: str, models: list[str], domains: list[str
     out = MODELS / "probe" / finding
     out.mkdir(parents=True, exist_ok=True)
     seen = probe.seen_prompts(REPO / "data/curated", extra_seen)
-    tasks = probe.fresh_tasks(params, domains, int(p["per_domain"]), int(p["seed"]), seen)
+    counts = {d: int(p["ifeval_prompts"] if d == "ifeval" else p["per_domain"]) for d in domains}
+    tasks = probe.fresh_tasks(params, domains, counts, int(p["seed"]), seen)
     write_parquet(out / "tasks.parquet", tasks)
     if probe.run_bench(params, out / "tasks.parquet", models, out):
         raise SystemExit(f"findings {finding}: the fresh-problem bench failed")
@@ -417,6 +433,33 @@ def report_two_stage(params: dict) -> dict[str, Any]:
             "plots": []}
 
 
+def finding_headline(out: dict[str, Any]) -> dict[str, Any]:
+    """The few figures ``dvc metrics show`` prints for a finding (reports/findings/<finding>/
+    headline.json, the report stage's declared metric): its verdict and the figures it rests
+    on. The whole report stays in metrics.json beside it (a git-tracked out)."""
+    head: dict[str, Any] = {"verdict": out["verdict"]}
+    if out["finding"] == "normalisers":
+        per = out["normalisers"]
+        key = ("train_cpu_s_per_update_cv" if all("train_cpu_s_per_update_cv" in v
+                                                  for v in per.values())
+               else "train_s_per_update_cv")
+        head["tokens_per_update_cv"] = {n: v["tokens_per_update_cv"] for n, v in per.items()}
+        head["train_time_cv"] = {n: v[key] for n, v in per.items()}
+        head["fresh"] = {n: v["fresh"] for n, v in per.items()}
+    elif out["finding"] == "entropy_band":
+        best = max(out["arms"], key=lambda a: a["score"])
+        head.update({"best_epoch": best["epoch"], "best_in_band": best["in_band"],
+                     "spearman_entropy_score": out["spearman_entropy_score"]})
+        head["fresh"] = {f"epoch{a['epoch']}": a["score"] for a in out["arms"]}
+    elif out["finding"] == "two_stage":
+        head["two_stage_minus_joint"] = {g: d["diff"]
+                                         for g, d in out["two_stage_minus_joint"].items()}
+        head["fresh"] = {m: s for m, s in out["scores"].items()}
+    else:
+        raise KeyError(f"finding_headline: unknown finding {out['finding']!r}")
+    return head
+
+
 REPORTERS = {"normalisers": report_normalisers, "entropy_band": report_entropy_band,
              "two_stage": report_two_stage}
 
@@ -433,6 +476,7 @@ def report(finding: str, params_path: Path) -> dict[str, Any]:
                     **arm_timing(finding)})
         dest = REPORTS / finding
         write_json(dest / "metrics.json", out)
+        write_json(dest / "headline.json", finding_headline(out))
         write_text(dest / "summary.md", finding_markdown(out))
         tracker.tags({"verdict": out["verdict"], "mlflow.note.content": finding_markdown(out)})
         for p in out["plots"]:
@@ -486,8 +530,15 @@ def finding_markdown(m: dict[str, Any]) -> str:
                 f"{_ci(s['fresh_vs_start'])} | "
                 f"{_ci(s['fresh_vs_budget']) if 'fresh_vs_budget' in s else '—'} |")
         lines += ["", f"Start model (models/selected): {m['start']['fresh']:.1f}. Each row is "
-                  "the mean over its seeds; CVs are over the steps of one run, then averaged. "
-                  "Fresh reasoning: avg@k in points, the seeds' per-problem scores averaged, "
+                  "the mean over its seeds; CVs are over the steps of one run, then averaged; "
+                  "the times leave out each run's first step (warm-up). "
+                  + ("Training CPU time per trained token, CV: " + ", ".join(
+                      f"{n} {s['train_cpu_s_per_token_cv']:.3f}"
+                      for n, s in m["normalisers"].items()) + " (the noise floor: what varies "
+                     "when the token count does not). "
+                     if all("train_cpu_s_per_token_cv" in s for s in m["normalisers"].values())
+                     else "")
+                  + "Fresh reasoning: avg@k in points, the seeds' per-problem scores averaged, "
                   "paired 95% bootstrap CIs.", ""]
     elif f == "entropy_band":
         lo, hi = m["band"]

@@ -60,6 +60,25 @@ def test_step_stats_per_optimizer_update():
     assert s["train_cpu_s_per_update"] == pytest.approx(3.0) and s["train_cpu_s_per_update_cv"] == 0
 
 
+def test_step_stats_leave_the_warm_up_step_out_of_the_times():
+    def row(step, tokens, train, cpu):
+        return {"step": step, "tokens_trained": tokens, "optimizer_steps": 1,
+                "time_train_s": train, "cpu_train_s": cpu, "time_step_s": train + 1,
+                "response_len": 50, "entropy": 0.1, "grad_norm": 1.0}
+
+    # step 1 pays the warm-up (9 s); steps 2-4 train 100, 200, 100 tokens in 1, 2, 1 s
+    rows = [row(1, 100, 9.0, 18.0), row(2, 100, 1.0, 2.0), row(3, 200, 2.0, 4.0),
+            row(4, 100, 1.0, 2.0)]
+    s = fd.step_stats(rows)
+    assert s["steps"] == 4 and s["tokens_per_update"] == 125  # tokens: every step
+    assert s["train_s_per_update"] == pytest.approx(4 / 3)  # times: steps 2-4
+    # 1, 2, 1: mean 4/3, population std sqrt(2)/3, CV sqrt(2)/4
+    assert s["train_s_per_update_cv"] == pytest.approx(2 ** 0.5 / 4)
+    assert s["train_cpu_s_per_update_cv"] == pytest.approx(2 ** 0.5 / 4)
+    assert s["step_s"] == pytest.approx(7 / 3)
+    assert s["train_cpu_s_per_token_cv"] == 0  # 0.02 CPU s per token at every timed step
+
+
 def test_read_steps_skips_the_evaluation_row(tmp_path):
     p = tmp_path / "steps.csv"
     p.write_text("step,eval_accuracy,tokens_trained,time_train_s\n0,0.3,,\n1,,100,2.5\n")
@@ -98,6 +117,13 @@ def test_verdict_normalisers():
     assert verdict == "supports" and "CPU time per update varies 0.040 against 0.200" in why
     cpu["token_mean"].pop("train_cpu_s_per_update_cv")  # one arm without: wall seconds decide
     assert fd.verdict_normalisers(cpu)[0] == "cannot tell"
+    # "cannot tell" names the noise floor where both arms recorded it
+    floor = {"budget": {**_n(0.0, 0.11), "train_cpu_s_per_update_cv": 0.11,
+                        "train_cpu_s_per_token_cv": 0.105},
+             "token_mean": {**_n(0.15, 0.19), "train_cpu_s_per_update_cv": 0.19,
+                            "train_cpu_s_per_token_cv": 0.112}}
+    verdict, why = fd.verdict_normalisers(floor)
+    assert verdict == "cannot tell" and "varies 0.105 (C3PO) and 0.112 (token_mean)" in why
 
 
 def test_arm_timing_sums_runs_and_keeps_the_load(tmp_path, monkeypatch):
@@ -194,6 +220,12 @@ def test_arm_runs_apply_the_findings_overrides():
         "updates_per_rollout"]
     [joint] = arms_mod.arm_runs(PARAMS, "two_stage", "joint")
     assert joint["section"]["steps"] == t["reasoning_steps"] + t["general_steps"]
+    # equal token budgets: 16 steps at Φ 12,288 and 12 at 8,192 in the two-stage arm are
+    # 294,912 tokens; 28 joint steps at Φ 10,533 are 294,924 (the nearest whole Φ)
+    assert (PARAMS["rl_reasoning"]["token_budget"], PARAMS["rl_general"]["token_budget"],
+            t["reasoning_steps"], t["general_steps"]) == (12288, 8192, 16, 12)
+    assert joint["section"]["token_budget"] == 10533
+    assert joint["section"]["updates_per_rollout"] == 1
     mix = joint["section"]["domain_mix"]
     assert {"ifeval", "open_qa"} <= set(mix) and mix["ifeval"] == max(
         PARAMS["rl_reasoning"]["domain_mix"].values())
@@ -221,3 +253,42 @@ def test_findings_page_is_generated_from_the_committed_metrics():
     rc = subprocess.run([sys.executable, "scripts/findings_report.py", "page", "--check"], cwd=REPO,
                         capture_output=True, text=True)
     assert rc.returncode == 0, rc.stderr
+
+
+def test_finding_headline_keeps_the_verdict_and_its_figures():
+    per = {"budget": {"tokens_per_update_cv": 0.0, "train_cpu_s_per_update_cv": 0.1,
+                      "train_s_per_update_cv": 0.3, "fresh": 20.5, "step_s": 9.0},
+           "token_mean": {"tokens_per_update_cv": 0.15, "train_cpu_s_per_update_cv": 0.2,
+                          "train_s_per_update_cv": 0.4, "fresh": 19.0, "step_s": 9.5}}
+    assert fd.finding_headline({"finding": "normalisers", "verdict": "supports",
+                                "normalisers": per, "arms": {}}) == {
+        "verdict": "supports", "tokens_per_update_cv": {"budget": 0.0, "token_mean": 0.15},
+        "train_time_cv": {"budget": 0.1, "token_mean": 0.2},
+        "fresh": {"budget": 20.5, "token_mean": 19.0}}
+    # an arm without CPU seconds: both fall back to the wall seconds
+    del per["token_mean"]["train_cpu_s_per_update_cv"]
+    head = fd.finding_headline({"finding": "normalisers", "verdict": "x", "normalisers": per})
+    assert head["train_time_cv"] == {"budget": 0.3, "token_mean": 0.4}
+    arms = [{"epoch": 4, "entropy": 0.6, "in_band": False, "score": 2.5},
+            {"epoch": 8, "entropy": 0.2, "in_band": True, "score": 21.0}]
+    assert fd.finding_headline({"finding": "entropy_band", "verdict": "contradicts",
+                                "arms": arms, "spearman_entropy_score": -1.0}) == {
+        "verdict": "contradicts", "best_epoch": 8, "best_in_band": True,
+        "spearman_entropy_score": -1.0, "fresh": {"epoch4": 2.5, "epoch8": 21.0}}
+    diff = {"all_reasoning": {"diff": -1.5, "ci_low": -3, "ci_high": 0}, "ifeval": {"diff": 2.5}}
+    scores = {"start": {"all_reasoning": 24.0}, "joint": {"all_reasoning": 26.0}}
+    assert fd.finding_headline({"finding": "two_stage", "verdict": "cannot tell",
+                                "two_stage_minus_joint": diff, "scores": scores}) == {
+        "verdict": "cannot tell", "two_stage_minus_joint": {"all_reasoning": -1.5, "ifeval": 2.5},
+        "fresh": scores}
+
+
+def test_findings_declare_headlines_as_metrics_and_match_the_committed_reports():
+    stages = yaml.safe_load((REPO / "findings/dvc.yaml").read_text())["stages"]
+    for f in ("normalisers", "entropy_band", "two_stage"):
+        spec = stages[f"{f}-report"]
+        assert spec["metrics"] == [{f"reports/findings/{f}/headline.json": {"cache": False}}]
+        assert {f"reports/findings/{f}/metrics.json": {"cache": False}} in spec["outs"]
+        out = json.loads((REPO / f"reports/findings/{f}/metrics.json").read_text())
+        head = json.loads((REPO / f"reports/findings/{f}/headline.json").read_text())
+        assert head == fd.finding_headline(out)
