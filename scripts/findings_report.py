@@ -561,7 +561,11 @@ def finding_markdown(m: dict[str, Any]) -> str:
                          f"{_ci(vs['all_reasoning']) if vs else '—'} | {s['ifeval']:.1f} | "
                          f"{_ci(vs['ifeval']) if vs else '—'} | "
                          f"{m['tokens_trained'].get(a, 0):,.0f} |")
-        lines.append("")
+        lines += ["", "Both arms run the same number of steps with the same token budget in all: "
+                  "the joint arm's Φ is the two-stage arm's budget over its updates spread "
+                  "evenly over the joint steps (`scripts/findings.py`). Tokens trained fall "
+                  "short of the budget on steps where the groups with reward variance hold "
+                  "fewer than Φ tokens.", ""]
     secs, cpu = m.get("arm_seconds") or {}, m.get("arm_cpu_seconds") or {}
     arms = ", ".join(f"{k} {v:.0f} s" + (f" (CPU {cpu[k]:.0f} s)" if k in cpu else "")
                      for k, v in secs.items())
