@@ -120,10 +120,11 @@ def step_stats(rows: list[dict[str, float]]) -> dict[str, float]:
         cpu = {"train_cpu_s_per_update": float(np.mean(per[timed])),
                "train_cpu_s_per_update_cv": cv(per[timed]),
                "train_cpu_s_per_token_cv": cv(per_token[timed])}
-    return {"steps": len(rows), "tokens_per_update": float(np.mean(tokens)),
-            "tokens_per_update_cv": cv(tokens), "train_s_per_update": float(np.mean(train)),
-            "train_s_per_update_cv": cv(train), **cpu, "step_s": float(np.mean(step)),
-            "step_s_cv": cv(step), "response_len": float(np.mean([r["response_len"] for r in rows])),
+    return {"steps": len(rows), "timed_steps": len(step),
+            "tokens_per_update": float(np.mean(tokens)), "tokens_per_update_cv": cv(tokens),
+            "train_s_per_update": float(np.mean(train)), "train_s_per_update_cv": cv(train),
+            **cpu, "step_s": float(np.mean(step)), "step_s_cv": cv(step),
+            "response_len": float(np.mean([r["response_len"] for r in rows])),
             "response_len_cv": cv([r["response_len"] for r in rows]),
             "reward_first_seen": float(np.mean(first)) if first else float("nan"),
             "entropy_first": rows[0]["entropy"], "entropy_last": rows[-1]["entropy"],
@@ -530,8 +531,10 @@ def finding_markdown(m: dict[str, Any]) -> str:
                 f"{_ci(s['fresh_vs_start'])} | "
                 f"{_ci(s['fresh_vs_budget']) if 'fresh_vs_budget' in s else '—'} |")
         lines += ["", f"Start model (models/selected): {m['start']['fresh']:.1f}. Each row is "
-                  "the mean over its seeds; CVs are over the steps of one run, then averaged; "
-                  "the times leave out each run's first step (warm-up). "
+                  "the mean over its seeds; CVs are over the steps of one run, then averaged"
+                  + ("; the times leave out each run's first step (warm-up). "
+                     if all(s.get("timed_steps", s["steps"]) < s["steps"]
+                            for s in m["normalisers"].values()) else ". ")
                   + ("Training CPU time per trained token, CV: " + ", ".join(
                       f"{n} {s['train_cpu_s_per_token_cv']:.3f}"
                       for n, s in m["normalisers"].items()) + " (the noise floor: what varies "

@@ -70,7 +70,8 @@ def test_step_stats_leave_the_warm_up_step_out_of_the_times():
     rows = [row(1, 100, 9.0, 18.0), row(2, 100, 1.0, 2.0), row(3, 200, 2.0, 4.0),
             row(4, 100, 1.0, 2.0)]
     s = fd.step_stats(rows)
-    assert s["steps"] == 4 and s["tokens_per_update"] == 125  # tokens: every step
+    assert s["steps"] == 4 and s["timed_steps"] == 3
+    assert s["tokens_per_update"] == 125  # tokens: every step
     assert s["train_s_per_update"] == pytest.approx(4 / 3)  # times: steps 2-4
     # 1, 2, 1: mean 4/3, population std sqrt(2)/3, CV sqrt(2)/4
     assert s["train_s_per_update_cv"] == pytest.approx(2 ** 0.5 / 4)
