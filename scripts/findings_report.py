@@ -451,11 +451,9 @@ def finding_headline(out: dict[str, Any]) -> dict[str, Any]:
         best = max(out["arms"], key=lambda a: a["score"])
         head.update({"best_epoch": best["epoch"], "best_in_band": best["in_band"],
                      "spearman_entropy_score": out["spearman_entropy_score"]})
-        head["fresh"] = {f"epoch{a['epoch']}": a["score"] for a in out["arms"]}
     elif out["finding"] == "two_stage":
         head["two_stage_minus_joint"] = {g: d["diff"]
                                          for g, d in out["two_stage_minus_joint"].items()}
-        head["fresh"] = {m: s for m, s in out["scores"].items()}
     else:
         raise KeyError(f"finding_headline: unknown finding {out['finding']!r}")
     return head

@@ -275,13 +275,12 @@ def test_finding_headline_keeps_the_verdict_and_its_figures():
     assert fd.finding_headline({"finding": "entropy_band", "verdict": "contradicts",
                                 "arms": arms, "spearman_entropy_score": -1.0}) == {
         "verdict": "contradicts", "best_epoch": 8, "best_in_band": True,
-        "spearman_entropy_score": -1.0, "fresh": {"epoch4": 2.5, "epoch8": 21.0}}
+        "spearman_entropy_score": -1.0}
     diff = {"all_reasoning": {"diff": -1.5, "ci_low": -3, "ci_high": 0}, "ifeval": {"diff": 2.5}}
     scores = {"start": {"all_reasoning": 24.0}, "joint": {"all_reasoning": 26.0}}
     assert fd.finding_headline({"finding": "two_stage", "verdict": "cannot tell",
                                 "two_stage_minus_joint": diff, "scores": scores}) == {
-        "verdict": "cannot tell", "two_stage_minus_joint": {"all_reasoning": -1.5, "ifeval": 2.5},
-        "fresh": scores}
+        "verdict": "cannot tell", "two_stage_minus_joint": {"all_reasoning": -1.5, "ifeval": 2.5}}
 
 
 def test_findings_declare_headlines_as_metrics_and_match_the_committed_reports():
