@@ -67,7 +67,7 @@ class RLParams:
     drop_zero_variance: bool = True  # remove all-equal-reward groups before the budget walk
     normaliser: Normaliser = "budget"  # budget (C3PO) | token_mean (DAPO) | seq_mean (GRPO)
     clip_eps: float = 0.2
-    kl_coef: float = 0.2  # β, against the frozen start model
+    kl_coef: float = 0.1  # β, against the frozen start model
     kl_estimator: KlEstimator = "k2"  # k1 | k2 | k3 (pipeline/rl/c3po.py)
     entropy_coef: float = 0.0  # α_ent, exploration bonus (subtracted)
     balance_coef: float = 1e-5  # α_bal, MoE load balance
