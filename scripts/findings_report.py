@@ -164,6 +164,14 @@ def avg(scores: dict[str, float]) -> float:
 
 
 # --- verdicts --------------------------------------------------------------------------------
+def time_cv_key(arms: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    """The training-time CV that compares ``arms``: CPU seconds where every one recorded them
+    (shared-machine load disturbs them less), wall seconds otherwise; and its name."""
+    if all("train_cpu_s_per_update_cv" in a for a in arms):
+        return "train_cpu_s_per_update_cv", "training CPU time"
+    return "train_s_per_update_cv", "training time"
+
+
 def verdict_normalisers(per: dict[str, dict[str, float]]) -> tuple[str, str]:
     """``per``: normaliser -> its seeds' mean statistics. Supports: C3PO's tokens per update
     never vary and its training time per update varies at most half as much as token_mean's;
@@ -173,9 +181,7 @@ def verdict_normalisers(per: dict[str, dict[str, float]]) -> tuple[str, str]:
     which other jobs on a shared machine disturb less than its wall seconds (both CVs are
     reported either way)."""
     b, t = per["budget"], per["token_mean"]
-    key, what = (("train_cpu_s_per_update_cv", "training CPU time")
-                 if "train_cpu_s_per_update_cv" in b and "train_cpu_s_per_update_cv" in t
-                 else ("train_s_per_update_cv", "training time"))
+    key, what = time_cv_key([b, t])
     if b["tokens_per_update_cv"] == 0 and b[key] <= 0.5 * t[key]:
         return "supports", (f"C3PO trains exactly the same number of tokens every update (CV 0 "
                             f"against {t['tokens_per_update_cv']:.3f} for token_mean) and its "
@@ -441,9 +447,7 @@ def finding_headline(out: dict[str, Any]) -> dict[str, Any]:
     head: dict[str, Any] = {"verdict": out["verdict"]}
     if out["finding"] == "normalisers":
         per = out["normalisers"]
-        key = ("train_cpu_s_per_update_cv" if all("train_cpu_s_per_update_cv" in v
-                                                  for v in per.values())
-               else "train_s_per_update_cv")
+        key, _ = time_cv_key(list(per.values()))
         head["tokens_per_update_cv"] = {n: v["tokens_per_update_cv"] for n, v in per.items()}
         head["train_time_cv"] = {n: v[key] for n, v in per.items()}
         head["fresh"] = {n: v["fresh"] for n, v in per.items()}
