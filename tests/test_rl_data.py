@@ -188,6 +188,12 @@ def test_summary_says_whether_the_run_generalised():
     assert "holdout_accuracy_gain" not in m
     down = History(steps, evals, [{"step": 0, "eval": [1.0, 1.0]}, {"step": 2, "eval": [0.0, 0.5]}])
     assert verdict(summary(down, RLParams())).startswith("got worse")
+    assert "steps_short_of_budget" not in m  # the rows carry no budget_fill
+    short = History([dict(r, budget_fill=f) for r, f in zip(steps, (1.0, 0.96), strict=True)],
+                    evals, up.items)
+    m = summary(short, RLParams(), seed=0)
+    assert m["steps_short_of_budget"] == 1
+    assert "1 of 2 steps trained fewer than Φ tokens" in m["verdict"]
 
 
 def test_score_runs_each_distinct_response_once():

@@ -328,6 +328,9 @@ def test_dynamic_sampling_rolls_out_until_the_budget_holds_signal():
                                     max_rollout_rounds=1),
                            score_fn=score_fn), 1)
     assert one["rollout_rounds"] == 1 and one["prompts_drawn"] == 2
+    # one round's signal falls short of the budget, and the row says by how much
+    assert one["tokens_selected"] < 200
+    assert one["budget_fill"] == pytest.approx(one["tokens_selected"] / 200)
     run = make_run(RLParams(**base, token_budget=200, deepspeed=False, max_rollout_rounds=4),
                    score_fn=score_fn)
     many = rl_step(run, 1)
@@ -338,6 +341,7 @@ def test_dynamic_sampling_rolls_out_until_the_budget_holds_signal():
     small = rl_step(make_run(RLParams(**base, token_budget=8, deepspeed=False,
                                       max_rollout_rounds=4), score_fn=score_fn), 1)
     assert small["rollout_rounds"] == 1 and small["tokens_trained"] == 8
+    assert small["budget_fill"] == 1.0
 
 
 def test_placebo_trains_on_shuffled_rewards_but_logs_the_real_ones():

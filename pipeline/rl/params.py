@@ -48,8 +48,9 @@ class RLParams:
     prompt_order: PromptOrder = "epochs"
     # Dynamic sampling: while the step's groups with reward variance hold fewer than Φ tokens
     # (budget normaliser; L groups otherwise), roll out another L prompts, at most this many
-    # rounds in all. 1 = one rollout of L prompts per step.
-    max_rollout_rounds: int = 3
+    # rounds in all (a cap: a step that ends short trains what it has, and says so in its
+    # ``budget_fill``). 1 = one rollout of L prompts per step.
+    max_rollout_rounds: int = 6
     # A seeded slice of the pool never trained on, scored every eval_every steps with
     # holdout_samples samples at the rollout decoding (0 = none).
     holdout_prompts: int = 150

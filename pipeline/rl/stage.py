@@ -200,6 +200,9 @@ def summary(hist: History, params: RLParams, seed: int = 0) -> dict[str, Any]:
     out["prompts_drawn"] = int(drawn)
     out["prompts_distinct"] = int(hist.steps[-1].get("prompts_distinct", 0)) if hist.steps else 0
     out["repeat_share"] = repeats / drawn if drawn else 0.0
+    fills = [r["budget_fill"] for r in hist.steps if "budget_fill" in r]
+    if fills:  # C3PO: steps whose rollout rounds ran out before Φ tokens had reward variance
+        out["steps_short_of_budget"] = sum(f < 1.0 for f in fills)
     low = out.get("eval_accuracy_gain_ci_low")
     out["generalised"] = bool(low is not None and low > 0)
     out["verdict"] = verdict(out)
@@ -223,6 +226,9 @@ def verdict(m: dict[str, Any]) -> str:
                  f"{m['holdout_accuracy_tasks']} prompts)")
     if m.get("repeat_share"):
         text += f"; {100 * m['repeat_share']:.0f}% of prompt draws were repeats"
+    if m.get("steps_short_of_budget"):
+        text += (f"; {m['steps_short_of_budget']} of {m['steps']} steps trained fewer than Φ "
+                 f"tokens (the rollout rounds ran out: raise max_rollout_rounds)")
     if m.get("placebo"):
         text += " (placebo run: rewards shuffled within groups)"
     return text + "."
@@ -269,7 +275,7 @@ SUMMARY = ("generalised", "initial_eval_accuracy", "final_eval_accuracy", "eval_
            "eval_accuracy_gain_ci_low", "eval_accuracy_gain_ci_high", "initial_holdout_accuracy",
            "final_holdout_accuracy", "holdout_accuracy_gain", "holdout_accuracy_gain_ci_low",
            "holdout_accuracy_gain_ci_high", "final_quarter_reward", "mean_kl", "repeat_share",
-           "prompts_distinct", "steps")
+           "prompts_distinct", "steps", "steps_short_of_budget")
 CHART_NOTE = ("Charts: `kl_clipped` is the KL capped at 3x its running median, so one spike "
               "does not flatten the curve (`kl` is the raw mean; or set its chart's y-axis to "
               "log scale). Every per-step value is in `steps.csv`, per-domain held-out "

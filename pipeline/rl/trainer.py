@@ -30,6 +30,7 @@ generation engine after each step.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -58,6 +59,8 @@ from pipeline.rl.dist import all_sum, balanced_split, gather, slice_for, world_r
 from pipeline.rl.params import RLParams, check_ranks
 from pipeline.rl.prompts import PromptStream
 from pipeline.rl.rollout import Rollout, ScoreFn, merge, rollout, score
+
+log = logging.getLogger("rl")
 
 FAULT_ENV = "RINGLITE_RL_KILL_AFTER_STEP"  # fault injection for the kill -9 resume test
 RANK_SEED = 1_000_000_007  # engine seed offset per rank: rank 0 samples as one process does
@@ -298,6 +301,16 @@ def _enough_signal(p: RLParams, ro: Rollout, zero_var: np.ndarray) -> bool:
     return tokens >= p.token_budget * parts
 
 
+def _budget_fill(p: RLParams, tokens_selected: int) -> float | None:
+    """Selected tokens over what the budget asks for (Φ per mini-batch under ``budget``; None
+    under the other normalisers, which have no budget). Below 1 only when every rollout round
+    was spent before the groups with reward variance held Φ tokens."""
+    if p.normaliser != "budget":
+        return None
+    parts = p.updates_per_rollout if p.budget_granularity == "minibatch" else 1
+    return tokens_selected / (p.token_budget * parts)
+
+
 def _placebo(rewards: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Each group's rewards in a random order: the same multiset per group (same mean, same
     variance, same zero-variance groups), unrelated to the responses."""
@@ -371,6 +384,11 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
     adv, zero_var = group_advantages(train_rewards, p.adv_eps)
     sel = _select(run, ro, zero_var, step)
     filled = [pairs for pairs in sel.minibatches if pairs]
+    fill = _budget_fill(p, sel.tokens_selected)
+    if fill is not None and fill < 1.0 and run.rank == 0:
+        log.warning("step %d: %d rollout rounds left %d tokens with reward variance, %.1f%% of "
+                    "the token budget (max_rollout_rounds=%d); the step trains them all",
+                    step, rounds, sel.tokens_selected, 100 * fill, p.max_rollout_rounds)
     # "step": the one Φ selection is trained updates_per_rollout times (PPO epochs);
     # "minibatch": one optimizer step per filled mini-batch, so mini-batch 2 onwards starts
     # from updated weights and needs its old log-probs scored up front.
@@ -415,6 +433,7 @@ def rl_step(run: RLRun, step: int) -> dict[str, float]:
         "tokens_selected": float(sel.tokens_selected), "tokens_dropped": float(sel.tokens_dropped),
         "responses_dropped": float(sel.responses_dropped), "responses_cut": float(sel.responses_cut),
         "optimizer_steps": float(len(updates)), "lr": run.updater.lr,
+        **({"budget_fill": fill} if fill is not None else {}),
         "rollout_rounds": float(rounds), "prompts_drawn": float(len(before)),
         "prompt_cursor": float(run.stream.cursor),
         "prompts_distinct": float(run.stream.distinct_drawn),
