@@ -181,6 +181,7 @@ def test_summary_says_whether_the_run_generalised():
     assert m["generalised"] is True
     assert m["repeat_share"] == pytest.approx(1 / 8) and m["prompts_drawn"] == 8
     assert m["verdict"].startswith("generalised: held-out accuracy +50.0 points")
+    assert "steps_short_of_budget" not in m  # the rows carry no budget_fill
     flat = History(steps, evals, [{"step": 0, "eval": [0.0, 1.0, 0.5]},
                                   {"step": 2, "eval": [1.0, 0.0, 0.5]}])
     m = summary(flat, RLParams(), seed=0)
@@ -188,7 +189,6 @@ def test_summary_says_whether_the_run_generalised():
     assert "holdout_accuracy_gain" not in m
     down = History(steps, evals, [{"step": 0, "eval": [1.0, 1.0]}, {"step": 2, "eval": [0.0, 0.5]}])
     assert verdict(summary(down, RLParams())).startswith("got worse")
-    assert "steps_short_of_budget" not in m  # the rows carry no budget_fill
     short = History([dict(r, budget_fill=f) for r, f in zip(steps, (1.0, 0.96), strict=True)],
                     evals, up.items)
     m = summary(short, RLParams(), seed=0)

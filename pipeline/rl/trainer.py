@@ -117,13 +117,19 @@ class MiniBatch:
     engine_logp: list[float]  # the rollout engine's log-probs of the same tokens (flat)
 
 
+def _minibatches(p: RLParams) -> int:
+    """Mini-batches one step's selection is split into: ``updates_per_rollout`` under
+    ``minibatch`` granularity (Φ tokens each under the budget normaliser), else 1."""
+    return p.updates_per_rollout if p.budget_granularity == "minibatch" else 1
+
+
 def _select(run: RLRun, ro: Rollout, zero_var: np.ndarray, step: int):
     p, (n_prompts, k) = run.params, ro.rewards.shape
     order = walk_order(n_prompts, k, p.walk_order, np.random.default_rng([run.seed, step, 1]))
     if p.drop_zero_variance:
         order = [i for i in order if not zero_var[i // k]]
     lengths = [len(t) for t in ro.token_ids]
-    parts = p.updates_per_rollout if p.budget_granularity == "minibatch" else 1
+    parts = _minibatches(p)
     if p.normaliser == "budget":
         return select_budget(lengths, p.token_budget, order, minibatches=parts)
     return select_all(lengths, order, minibatches=parts)
@@ -297,8 +303,7 @@ def _enough_signal(p: RLParams, ro: Rollout, zero_var: np.ndarray) -> bool:
         return int((~zero_var).sum()) >= p.prompts_per_step
     k = ro.k
     tokens = sum(len(t) for i, t in enumerate(ro.token_ids) if not zero_var[i // k])
-    parts = p.updates_per_rollout if p.budget_granularity == "minibatch" else 1
-    return tokens >= p.token_budget * parts
+    return tokens >= p.token_budget * _minibatches(p)
 
 
 def _budget_fill(p: RLParams, tokens_selected: int) -> float | None:
@@ -307,8 +312,7 @@ def _budget_fill(p: RLParams, tokens_selected: int) -> float | None:
     was spent before the groups with reward variance held Φ tokens."""
     if p.normaliser != "budget":
         return None
-    parts = p.updates_per_rollout if p.budget_granularity == "minibatch" else 1
-    return tokens_selected / (p.token_budget * parts)
+    return tokens_selected / (p.token_budget * _minibatches(p))
 
 
 def _placebo(rewards: np.ndarray, rng: np.random.Generator) -> np.ndarray:
