@@ -271,9 +271,11 @@ def by_length(tasks, texts):
     return [Score(float(len(x) % 2), bool(len(x) % 2), "") for x in texts]
 
 
+# dynamic sampling on: how long the toy policy's answers get depends on the machine's float
+# rounding, and a round that falls short of Φ draws another, so every step trains exactly Φ
 RUN = dict(steps=3, prompts_per_step=8, samples_per_prompt=4, max_new_tokens=24,
            eval_tasks=8, eval_samples=1, eval_every=3, checkpoint_every=1, holdout_prompts=0,
-           max_rollout_rounds=1, drop_zero_variance=False)
+           max_rollout_rounds=3, drop_zero_variance=False)
 
 
 def _run(cmd: list[str], env: dict, timeout: int) -> subprocess.CompletedProcess:
@@ -397,7 +399,8 @@ def _check_grad_and_steps(got: dict, world: int) -> None:
         # at most that much
         assert all(abs(s - 200.0 / world) <= 24 for s in shares), shares
         assert max(shares) - min(shares) <= (24 if world == 2 else 48), shares
-        assert row["prompts_drawn"] == 8 and row["tokens_generated"] > 200
+        assert row["prompts_drawn"] == 8 * row["rollout_rounds"]
+        assert row["tokens_generated"] > 200
         for r in range(world):
             assert row[f"time_step_s_rank{r}"] > 0 and row[f"time_busy_s_rank{r}"] > 0
         assert row["tokens_trained_rank_ratio"] == max(shares) / min(shares)
