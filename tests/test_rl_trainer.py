@@ -82,14 +82,13 @@ def test_two_steps_change_every_parameter_with_exact_budget():
     # which expert slices got a nonzero gradient in some backward: an expert gets one only from
     # trained (unmasked) tokens routed to it, and which experts those are depends on the float
     # rounding of the machine
+    expert_params = {n: t for n, t in run.updater.module.named_parameters() if "experts" in n}
     got_grad: dict[str, set[int]] = {}
     hooks = []
-    for n, t in run.updater.module.named_parameters():
-        if "experts" in n:
-            def record(g, n=n):
-                hit = g.flatten(1).abs().sum(1).nonzero().flatten().tolist()
-                got_grad.setdefault(n, set()).update(hit)
-            hooks.append(t.register_hook(record))
+    for n, t in expert_params.items():
+        def record(g, n=n):
+            got_grad.setdefault(n, set()).update(g.flatten(1).abs().sum(1).nonzero().flatten().tolist())
+        hooks.append(t.register_hook(record))
     rows = [rl_step(run, s) for s in (1, 2)]
     for h in hooks:
         h.remove()
@@ -103,7 +102,6 @@ def test_two_steps_change_every_parameter_with_exact_budget():
     assert unchanged == []
     # experts are stacked in one tensor per layer: every expert slice with a gradient moved,
     # and most slices had one (the check is not a vacuous one)
-    expert_params = {n: t for n, t in run.updater.module.named_parameters() if "experts" in n}
     slices = sum(t.shape[0] for t in expert_params.values())
     assert sum(len(v) for v in got_grad.values()) >= 0.75 * slices, got_grad
     for n, t in expert_params.items():
