@@ -8,7 +8,11 @@ runs the *same arithmetic* on the live model's weights with fewer, larger ops:
 - q, k and v come from one fused matmul; the router and the shared-expert gate from another;
   the shared expert's gate and up projections from a third;
 - the KV cache is one preallocated tensor per layer, written in place at the step's column
-  (all rows of a left-padded batch decode in lockstep, so they share the column);
+  (all rows of a left-padded batch decode in lockstep, so they share the column); keys are
+  stored transposed, (rows, kv_heads, head_dim, columns), so the score matmul reads each
+  head's keys as one contiguous (head_dim, columns) operand: 2-3x faster than multiplying by
+  a transposed view at batch 256, with bit-identical scores;
+- RoPE rotates the queries and keys of a step in one pass;
 - attention is two batched matmuls over the valid columns with an additive padding mask,
   grouped-query heads as a reshape (no repeated keys);
 - routed experts: the (token, expert) pairs are sorted by expert and run as two grouped
@@ -119,17 +123,20 @@ class MoeDecoder:
         return cos[0], sin[0]
 
     def new_cache(self, legacy: Any, width: int, repeat: int = 1) -> tuple[list, list]:
-        """Static (U * repeat, kv_heads, width, head_dim) K and V per layer, holding the
-        prefill's keys and values (a transformers cache of U rows) in the first columns, each
-        prefill row written to ``repeat`` consecutive rows."""
+        """Static per-layer caches holding the prefill's keys and values (a transformers cache
+        of U rows) in the first columns, each prefill row written to ``repeat`` consecutive
+        rows: K as (U * repeat, kv_heads, head_dim, width), V as (U * repeat, kv_heads, width,
+        head_dim)."""
         keys, values = [], []
         for i in range(len(self.layers)):
             k, v = legacy.layers[i].keys, legacy.layers[i].values
-            kc = k.new_zeros(k.shape[0] * repeat, self.kv_heads, width, self.head_dim)
-            vc = torch.zeros_like(kc)
-            shape = (k.shape[0], repeat, self.kv_heads, width, self.head_dim)
-            kc.view(shape)[..., : k.shape[2], :] = k[:, None]
-            vc.view(shape)[..., : v.shape[2], :] = v[:, None]
+            rows = k.shape[0] * repeat
+            kc = k.new_zeros(rows, self.kv_heads, self.head_dim, width)
+            vc = v.new_zeros(rows, self.kv_heads, width, self.head_dim)
+            kc.view(k.shape[0], repeat, self.kv_heads, self.head_dim, width)[..., : k.shape[2]] = (
+                k.transpose(-1, -2)[:, None])
+            vc.view(k.shape[0], repeat, self.kv_heads, width, self.head_dim)[..., : v.shape[2], :] = (
+                v[:, None])
             keys.append(kc)
             values.append(vc)
         return keys, values
@@ -173,12 +180,11 @@ class MoeDecoder:
         for i, w in enumerate(self.layers):
             h = self._rms(x, w["ln1"])
             qkv = h @ w["qkv"] if w["qkv_bias"] is None else torch.addmm(w["qkv_bias"], h, w["qkv"])
-            q = self._rope(qkv[:, : nh * hd].view(rows, nh, hd), cos, sin)
-            k = self._rope(qkv[:, nh * hd : (nh + nkv) * hd].view(rows, nkv, hd), cos, sin)
-            keys[i][:, :, column] = k
+            qk = self._rope(qkv[:, : (nh + nkv) * hd].view(rows, nh + nkv, hd), cos, sin)
+            keys[i][:, :, :, column] = qk[:, nh:]
             values[i][:, :, column] = qkv[:, (nh + nkv) * hd :].view(rows, nkv, hd)
-            q = q.view(rows, nkv, nh // nkv, hd)  # query heads grouped by their KV head
-            scores = torch.matmul(q, keys[i][:, :, : column + 1].transpose(-1, -2))
+            q = qk[:, :nh].view(rows, nkv, nh // nkv, hd)  # query heads grouped by KV head
+            scores = torch.matmul(q, keys[i][..., : column + 1])
             probs = torch.softmax(scores * self.scale + attn_mask, dim=-1)
             att = torch.matmul(probs, values[i][:, :, : column + 1])
             x = x + att.reshape(rows, nh * hd) @ w["o"]

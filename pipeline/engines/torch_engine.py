@@ -209,16 +209,18 @@ class TorchEngine:
         rope = fast.rope_table(int(next_pos.max()) + max_new_tokens, self.device)
         live = torch.arange(n_rows, device=self.device)  # original row of each batch row
         going = torch.ones(n_rows, dtype=torch.bool, device=self.device)
-        tokens: list[list[int]] = [[] for _ in range(n_rows)]
-        logprobs: list[list[float]] = [[] for _ in range(n_rows)]
+        # every step's samples of every batch row, by original row; a row's own tokens are
+        # the first ``length[row]`` (later columns hold a finished row's ignored samples)
+        sampled = torch.zeros(n_rows, max_new_tokens, dtype=torch.long, device=self.device)
+        sampled_lp = torch.zeros(n_rows, max_new_tokens, device=self.device)
+        length = torch.full((n_rows,), max_new_tokens, dtype=torch.long, device=self.device)
         for step in range(max_new_tokens):
             tok, lp = sample_next(logits, temperature, top_p, gen)
-            for r, g, t, v in zip(live.tolist(), going.tolist(), tok.tolist(), lp.tolist(),
-                                  strict=True):
-                if g:
-                    tokens[r].append(t)
-                    logprobs[r].append(v)
-            going = going & (tok != self.eos_id)
+            sampled[live, step] = tok
+            sampled_lp[live, step] = lp.to(sampled_lp.dtype)
+            ended = going & (tok == self.eos_id)
+            length[live[ended]] = step + 1
+            going = going & ~ended
             n_going = int(going.sum())
             if step == max_new_tokens - 1 or n_going == 0:
                 break
@@ -229,7 +231,9 @@ class TorchEngine:
                 going = going[idx]
             logits = fast.step(tok, next_pos, width + step, keys, values, mask, rope)
             next_pos = next_pos + 1
-        return [self._completion(t, lp) for t, lp in zip(tokens, logprobs, strict=True)]
+        return [self._completion(t[:n], lp[:n])
+                for t, lp, n in zip(sampled.tolist(), sampled_lp.tolist(), length.tolist(),
+                                    strict=True)]
 
     def _completion(self, token_ids: list[int], logprobs: list[float]) -> Completion:
         stopped = bool(token_ids) and token_ids[-1] == self.eos_id

@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from pipeline.atomic import atomic_dir
+from pipeline.model.experts import use_grouped_experts
 from pipeline.model.moe import generation_config
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
@@ -65,10 +66,12 @@ def load_model(
 ) -> tuple[PreTrainedModel, Any]:
     """Load ``(model, tokenizer)`` from a local HF folder (ours or any causal LM); eval mode.
 
-    Offline only (``local_files_only``). A tokenizer without a pad token gets pad = eos.
+    Offline only (``local_files_only``). A tokenizer without a pad token gets pad = eos. Routed
+    experts run through :mod:`pipeline.model.experts` (same outputs, a cheaper backward).
     """
     path = check_checkpoint_dir(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+    use_grouped_experts(model)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, Qwen2MoeConfig, Qwen2MoeForCausalLM
 
+from pipeline.model.experts import use_grouped_experts
+
 VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 VLLM_CPU_ALIGNMENT = 32
 TINY_MOE = "tiny_moe"
@@ -122,7 +124,7 @@ def build_tiny_moe(p: ModelParams, tokenizer: Any, seed: int = 0) -> Qwen2MoeFor
         torch.manual_seed(seed)
         model = Qwen2MoeForCausalLM(cfg)
     model.generation_config = generation_config(tokenizer)
-    return model.float().train()
+    return use_grouped_experts(model).float().train()
 
 
 def generation_config(tokenizer: Any) -> GenerationConfig:

@@ -190,9 +190,13 @@ def init_engine(
     if use_bf16(cfg):
         model = model.to(torch.bfloat16)
     model = model.to(device())
+    # CUDA: the fused kernel. CPU: the multi-tensor (foreach) kernels, bit-identical to the
+    # per-parameter loop torch picks there by default; the fused CPU kernel is faster but rounds
+    # differently (docs/sft.md).
+    fast = {"fused": True} if torch.cuda.is_available() else {"foreach": True}
     opt = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-        fused=torch.cuda.is_available(),
+        **fast,
     )
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lr_lambda(total_steps, cfg.warmup_ratio, cfg.min_lr_ratio)
