@@ -14,19 +14,23 @@ labels -100 on prompt and pad), ``per_device_train_batch_size=--batch-size``, fp
 sampler: batches of similar lengths, so less padding). Ours: rows packed to ``--row-tokens``
 with restarting position ids, ``--rows`` rows per micro-batch, through :func:`pipeline.train.sft.train_step`
 on a DeepSpeed engine (``--zero-stage``, default 0 as in params.yaml for one rank; AdamW,
-clipping). Both run one epoch over the same samples after a warm-up, alternating ``--rounds``
+clipping), routed experts through :mod:`pipeline.model.experts` as in the stage; the Trainer
+keeps transformers' own. Both run one epoch over the same samples after a warm-up, alternating ``--rounds``
 times (each path keeps its best round: the machine may be shared).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
+from pathlib import Path
 
 import polars as pl
 import torch
 
+from pipeline.model.experts import use_grouped_experts
 from pipeline.train.deepspeed_engine import OptimParams, init_engine
 from pipeline.train.packing import pack, stack_rows
 from pipeline.train.sft import tokenize_traces, train_step
@@ -41,6 +45,7 @@ def load(base: str):
 def ours(base: str, samples, row_tokens: int, rows: int, warmup: int,
          zero_stage: int) -> dict[str, float]:
     model, tok = load(base)
+    use_grouped_experts(model)  # as pipeline.model.load_model sets it for the stage
     packed = pack(samples, row_tokens, seed=0)
     batches = [stack_rows(packed[i : i + rows], tok.pad_token_id)
                for i in range(0, len(packed), rows)]
@@ -125,6 +130,7 @@ def main() -> None:
     ap.add_argument("--zero-stage", type=int, default=0, help="DeepSpeed ZeRO stage of ours")
     ap.add_argument("--peer-sampling", choices=["random", "group_by_length"], default="random",
                     help="the Trainer's train_sampling_strategy")
+    ap.add_argument("--json", help="also write both paths' figures and the ratios here")
     a = ap.parse_args()
     torch.manual_seed(0)
     df = pl.read_parquet(a.traces).filter(pl.col("verified")).sample(
@@ -155,6 +161,13 @@ def main() -> None:
     print(f"computed tokens/s (padding included): ours {per_computed[0]:.0f}, Trainer "
           f"{per_computed[1]:.0f}: {per_computed[0] / per_computed[1]:.2f}x (the kernels' share "
           "of the ratio; the rest is padding)")
+    if a.json:
+        out = {"ours": r_ours, "trainer": r_peer, "peer_sampling": a.peer_sampling,
+               "threads": torch.get_num_threads(), "samples": len(samples),
+               "ratio_wall": round(r_ours["tokens_per_s"] / r_peer["tokens_per_s"], 3),
+               "ratio_cpu": round(r_ours["tokens_per_cpu_s"] / r_peer["tokens_per_cpu_s"], 3),
+               "ratio_per_computed_token": round(per_computed[0] / per_computed[1], 3)}
+        Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
