@@ -6,7 +6,8 @@ completion per prompt, at each batch size (= number of prompts in one call). Pri
 tokens per second of each path and its ratio to plain ``generate``; ``--json`` also writes the
 table. Each measurement follows one untimed warm-up call of the same shape and covers at least
 ``--min-rows`` rows (batch 1: 16 calls), since sampled lengths vary (EOS can come early); it
-is timed ``--repeats`` times and the best time is kept (the machine may be shared).
+is timed ``--repeats`` times, the paths taking turns at each batch size, and each path keeps
+its best time (the machine may be shared: a slow stretch falls on every path).
 
     .venv/bin/python scripts/perf/engine_throughput.py                 # batches 1 16 64
     .venv/bin/python scripts/perf/engine_throughput.py --paths generate torch --batches 16
@@ -69,21 +70,13 @@ def engine_runner(engine, max_new_tokens: int) -> Callable[[list[str], int], int
 
 def measure(
     run: Callable[[list[str], int], int], prompts: list[str], batch: int, calls: int,
-    repeats: int,
 ) -> tuple[int, float]:
-    """(generated tokens, seconds) over ``calls`` calls of ``batch`` distinct prompts each.
-
-    The same calls (same seeds, so the same tokens) are timed ``repeats`` times; the fastest
-    repeat counts (the machine is shared, so slower repeats measure other people's load).
-    """
-    run(prompts[:batch], 0)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        tokens, start = 0, time.perf_counter()
-        for i in range(calls):
-            tokens += run(prompts[i * batch : (i + 1) * batch], i + 1)
-        best = min(best, time.perf_counter() - start)
-    return tokens, best
+    """(generated tokens, seconds) of ``calls`` calls of ``batch`` distinct prompts each (the
+    same seeds every time, so the same tokens)."""
+    tokens, start = 0, time.perf_counter()
+    for i in range(calls):
+        tokens += run(prompts[i * batch : (i + 1) * batch], i + 1)
+    return tokens, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -104,15 +97,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if "torch" in args.paths:
         engine = make_engine("torch", model=model, tokenizer=tok, batch_size=max(args.batches))
         runners["torch"] = engine_runner(engine, args.max_new_tokens)
+    if "vllm" in args.paths:  # started last: it may re-pin this process's threads
+        folder = save_checkpoint(model, tok, os.path.join(tempfile.mkdtemp(), "tiny_moe"))
+        runners["vllm"] = engine_runner(make_engine("vllm", model_path=str(folder)),
+                                        args.max_new_tokens)
+    names = [p for p in PATHS if p in args.paths]
     rows: list[dict] = []
-    for name in [p for p in PATHS if p in args.paths]:
-        if name == "vllm":  # started last: it may re-pin this process's threads
-            folder = save_checkpoint(model, tok, os.path.join(tempfile.mkdtemp(), "tiny_moe"))
-            runners["vllm"] = engine_runner(make_engine("vllm", model_path=str(folder)),
-                                            args.max_new_tokens)
-        for b in args.batches:
-            calls = max(1, args.min_rows // b)  # small batches: several calls, steadier figures
-            tokens, secs = measure(runners[name], prompts, b, calls, args.repeats)
+    for b in args.batches:
+        calls = max(1, args.min_rows // b)  # small batches: several calls, steadier figures
+        best: dict[str, tuple[int, float]] = {}
+        for name in names:
+            runners[name](prompts[:b], 0)  # warm-up
+        for _ in range(args.repeats):  # paths take turns, so that load drift falls on all
+            for name in names:
+                tokens, secs = measure(runners[name], prompts, b, calls)
+                if name not in best or secs < best[name][1]:
+                    best[name] = (tokens, secs)
+        for name in names:
+            tokens, secs = best[name]
             rows.append({"path": name, "batch": b, "tokens": tokens, "seconds": round(secs, 3),
                          "tokens_per_s": round(tokens / secs, 1)})
             print(f"{name:9s} batch {b:3d}: {tokens:6d} tokens in {secs:6.2f} s", flush=True)

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT,
                        capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
-    med = {s: statistics.median(v) for s, v in seconds.items()}
+    med = {s: round(statistics.median(v), 1) for s, v in seconds.items()}
     result = {
         "stage": args.stage, "current": current, "baseline": commit, "seconds": seconds,
         "best": {s: min(v) for s, v in seconds.items()}, "median": med,
