@@ -12,12 +12,13 @@ Both gathers here are inverted by gathers. ``perm`` is a permutation, so the gra
 sort, same grouped matmuls, same order), so outputs are identical. With ``top_k`` = 2 (the
 default model) the gradients are bit-identical too: each token's gradient is the sum of its
 two copies, and a sum of two floats does not depend on the order. With a larger ``top_k``
-they differ from transformers' scatter-add in the order of the summands only, and are
-deterministic on every device.
+they differ from transformers' scatter-add in the order of the summands only.
 
 :func:`use_grouped_experts` switches a loaded model to it (``pipeline.model.load_model`` and
-``build_tiny_moe`` do). Experts modules this forward does not cover (biases, transposed or
-ungated weights, expert parallelism) run transformers' own ``grouped_mm`` forward.
+``build_tiny_moe`` do). What this forward does not cover runs transformers' own ``grouped_mm``
+forward: tensors off the CPU (GPUs keep transformers' kernels), hidden states in another
+dtype than the expert weights, and experts with biases, transposed or ungated weights or
+expert parallelism.
 """
 
 from __future__ import annotations
@@ -90,10 +91,8 @@ ExpertsInterface.register(IMPLEMENTATION, grouped_experts_forward)
 
 def use_grouped_experts(model: Any) -> Any:
     """Run ``model``'s routed experts through :func:`grouped_experts_forward` (no-op for models
-    without transformers' switchable experts); returns ``model``."""
-    if getattr(getattr(model, "config", None), "_experts_implementation", None) is None:
-        return model
-    if not any(type(m).__name__.endswith("Experts") for m in model.modules()):
-        return model
-    model.set_experts_implementation(IMPLEMENTATION)
+    without transformers' switchable experts, by transformers' own test); returns ``model``."""
+    can_set = getattr(model, "_can_set_experts_implementation", None)
+    if can_set is not None and can_set():
+        model.set_experts_implementation(IMPLEMENTATION)
     return model
