@@ -1,4 +1,4 @@
-"""What two SFT speed-ups that change float rounding would buy, side by side in one process.
+"""What SFT speed-ups that change float rounding would buy, side by side in one process.
 
     OMP_NUM_THREADS=2 .venv/bin/python scripts/perf/sft_variants.py [--steps 60] [--rounds 4]
 
@@ -9,12 +9,19 @@ training on the same packed rows of ``data/distill/traces.parquet``:
 - ``fused_adamw``: AdamW's fused CPU kernel instead of the foreach kernels;
 - ``labelled_head``: the LM head and cross-entropy on labelled (response) positions only,
   instead of on every position with the prompt's labels ignored;
-- ``both``.
+- ``both``;
+- ``compiled_layers``: each decoder layer under ``torch.compile(dynamic=True)`` (inductor),
+  the routed experts left eager (dynamo's fake-tensor check of ``grouped_mm`` rejects fp32,
+  so a compiled experts call fails). Packed batches are trimmed to their longest row, so
+  shapes vary from step to step: with static shapes every new width recompiles until dynamo's
+  cache limit sends the layer back to eager.
 
 Steps are split into ``--rounds`` blocks and the arms take turns block by block, so that a
-slow stretch of a shared machine falls on all of them. Prints each arm's ms per step per
-round, the median, its speed-up over ``default``, and the loss of its last step (the arms'
-losses agree to rounding: each arm computes the same loss).
+slow stretch of a shared machine falls on all of them. Prints each arm's warm-up seconds (3
+steps; compiling included), ms per step per round, the median, its speed-up over ``default``,
+and the loss of its last step (the arms' losses agree to rounding: each arm computes the same
+loss). Inductor keeps compiled kernels in an on-disk cache, so ``compiled_layers``' warm-up
+is shorter when the script runs a second time.
 """
 
 from __future__ import annotations
@@ -36,7 +43,15 @@ from pipeline.params import load_section
 from pipeline.train.deepspeed_engine import init_engine
 from pipeline.train.packing import pack, stack_rows
 
-ARMS = ("default", "fused_adamw", "labelled_head", "both")
+ARMS = ("default", "fused_adamw", "labelled_head", "both", "compiled_layers")
+
+
+def compile_layers(model) -> None:
+    """Compile each decoder layer of ``model`` in place, its routed experts excluded."""
+    for layer in model.model.layers:
+        experts = layer.mlp.experts
+        experts.forward = torch.compiler.disable(experts.forward)
+        layer.compile(dynamic=True)
 
 
 def labelled_row_loss(model, row, aux_loss_coef: float = 0.0):
@@ -79,7 +94,10 @@ def main(argv: list[str] | None = None) -> dict:
                for i in range(0, len(rows), p.micro_batch_rows)][: args.steps + 3]
     engines = {}
     for arm in ARMS:
-        engine = init_engine(copy.deepcopy(base), p.optim, total_steps=len(batches),
+        model = copy.deepcopy(base)
+        if arm == "compiled_layers":
+            compile_layers(model)
+        engine = init_engine(model, p.optim, total_steps=len(batches),
                              micro_batch_size=p.micro_batch_rows)
         if arm in ("fused_adamw", "both"):
             fused = torch.optim.AdamW(engine.optimizer.param_groups, lr=p.optim.lr,
@@ -89,12 +107,15 @@ def main(argv: list[str] | None = None) -> dict:
     default_loss = sft.row_loss
     ms: dict[str, list[float]] = {a: [] for a in ARMS}
     last: dict[str, float] = {}
+    warmup_s: dict[str, float] = {}
     per_round = max(1, args.steps // args.rounds)
     try:
         for arm, engine in engines.items():  # warm-up
             sft.row_loss = labelled_row_loss if arm in ("labelled_head", "both") else default_loss
+            t = time.perf_counter()
             for b in batches[:3]:
                 sft.train_step(engine, [b], p.aux_loss_coef)
+            warmup_s[arm] = round(time.perf_counter() - t, 1)
         for r in range(args.rounds):
             block = batches[3 + r * per_round : 3 + (r + 1) * per_round]
             for arm, engine in engines.items():
@@ -107,11 +128,11 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         sft.row_loss = default_loss
     med = {a: statistics.median(v) for a, v in ms.items()}
-    result = {a: {"ms_per_step": ms[a], "median_ms": med[a],
+    result = {a: {"warmup_s": warmup_s[a], "ms_per_step": ms[a], "median_ms": med[a],
                   "speedup": round(med["default"] / med[a], 3), "last_loss": round(last[a], 5)}
               for a in ARMS}
     for a, r in result.items():
-        print(f"{a:14s} {r['ms_per_step']}  median {r['median_ms']:.1f} ms  "
+        print(f"{a:15s} warm-up {r['warmup_s']:5.1f} s  {r['ms_per_step']}  median {r['median_ms']:.1f} ms  "
               f"x{r['speedup']:.3f}  last loss {r['last_loss']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
