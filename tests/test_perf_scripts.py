@@ -1,10 +1,12 @@
-"""Pure helpers of the performance scripts (scripts/perf): stage_time and step_profile."""
+"""Helpers of the performance scripts (scripts/perf): stage_time, step_profile and
+engine_throughput."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from scripts.perf.engine_throughput import build_model, calls, prompts_needed
 from scripts.perf.stage_time import digest, redirect_outputs, stage_command
 from scripts.perf.step_profile import kind_of
 
@@ -45,3 +47,14 @@ def test_op_kinds():
     assert kind_of("aten::mul") == "elementwise and other"
     assert kind_of("aten::rms_norm") == "elementwise and other"
     assert kind_of("aten::_log_softmax") == "elementwise and other"
+
+
+def test_engine_throughput_has_a_distinct_prompt_for_every_row():
+    # batch 1 and 16 make 16 calls / 1 call of 16 rows (min 16 rows); 256 makes one of 256
+    assert [calls(b, 16) for b in (1, 16, 64, 256)] == [16, 1, 1, 1]
+    assert prompts_needed([1, 16, 64, 256], 16) == 256
+    assert prompts_needed([1, 4], 16) == 16
+    _, _, prompts = build_model(300)
+    assert len(prompts) == len(set(prompts)) == 300
+    # the first 128 prompts (and the model) are the ones the committed figures used
+    assert build_model()[2] == prompts[:128]

@@ -146,7 +146,10 @@ class MoeDecoder:
     @staticmethod
     def _rms(x: torch.Tensor, norm: tuple[torch.Tensor, float]) -> torch.Tensor:
         weight, eps = norm
-        return F.rms_norm(x, weight.shape, weight, eps)
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, weight.shape, weight, eps)
+        # transformers normalises in float32 and scales in the model's dtype
+        return weight * F.rms_norm(x.float(), weight.shape, None, eps).to(x.dtype)
 
     @staticmethod
     def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -174,7 +177,8 @@ class MoeDecoder:
              keys: list[torch.Tensor], values: list[torch.Tensor], mask: torch.Tensor,
              rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Logits (B, V) for ``tokens`` (B,) at ``positions`` (B,), written to cache column
-        ``column``; ``mask`` (B, >column) is additive (0 = attend, -inf = padding)."""
+        ``column``; ``mask`` (B, >column) is additive (0 = attend, -inf = padding), float32
+        whatever the model's dtype."""
         x = self.embed[tokens]
         rows, nh, nkv, hd = x.shape[0], self.heads, self.kv_heads, self.head_dim
         cos, sin = rope[0][positions][:, None], rope[1][positions][:, None]
@@ -187,8 +191,10 @@ class MoeDecoder:
             values[i][:, :, column] = qkv[:, (nh + nkv) * hd :].view(rows, nkv, hd)
             q = qk[:, :nh].view(rows, nkv, nh // nkv, hd)  # query heads grouped by KV head
             scores = torch.matmul(q, keys[i][..., : column + 1])
-            probs = torch.softmax(scores * self.scale + attn_mask, dim=-1)
-            att = torch.matmul(probs, values[i][:, :, : column + 1])
+            # softmax in float32, as transformers' attention does (a bf16 model's scores are
+            # promoted by the float32 mask; a float32 model's are unchanged)
+            probs = torch.softmax(scores * self.scale + attn_mask, dim=-1, dtype=torch.float32)
+            att = torch.matmul(probs.to(values[i].dtype), values[i][:, :, : column + 1])
             x = x + att.reshape(rows, nh * hd) @ w["o"]
             h = self._rms(x, w["ln2"])
             router = h @ w["router"]

@@ -11,6 +11,11 @@ its best time (the machine may be shared: a slow stretch falls on every path).
 
     .venv/bin/python scripts/perf/engine_throughput.py                 # batches 1 16 64
     .venv/bin/python scripts/perf/engine_throughput.py --paths generate torch --batches 16
+    .venv/bin/python scripts/perf/engine_throughput.py --device cuda --dtype bfloat16 \
+        --batches 16 64 256
+
+``--device cuda`` puts the model of ``generate`` and the torch engine on the GPU (vLLM runs its
+own copy there); ``--dtype`` is every path's weights' dtype (default float32).
 """
 
 from __future__ import annotations
@@ -32,20 +37,34 @@ from pipeline.model.tokenizer import train_tokenizer
 PATHS = ("generate", "torch", "vllm")
 
 
-def build_model():
-    """(model, tokenizer, prompts): the default tiny MoE and 64+ distinct chat prompts."""
+def build_model(prompts: int = 128):
+    """(model, tokenizer, prompts): the default tiny MoE (its tokenizer fitted on 128 toy
+    examples) and ``prompts`` distinct chat prompts."""
     pairs = toy_examples(128)
     tok = train_tokenizer([p + " " + r for p, r in pairs], vocab_size=300)
     model = build_tiny_moe(ModelParams(), tok, seed=0).eval()
-    prompts = [format_prompt(tok, f"{p}, then explain step {i}") for i, (p, _) in enumerate(pairs)]
-    return model, tok, prompts
+    texts = [format_prompt(tok, f"{p}, then explain step {i}")
+             for i, (p, _) in enumerate(toy_examples(max(prompts, 128)))]
+    return model, tok, texts[:prompts]
+
+
+def prompts_needed(batches: list[int], min_rows: int) -> int:
+    """Distinct prompts the measurements take: ``calls(b) * b`` for the largest batch."""
+    return max(calls(b, min_rows) * b for b in batches)
+
+
+def calls(batch: int, min_rows: int) -> int:
+    """Calls per measurement: small batches make several, for steadier figures."""
+    return max(1, min_rows // batch)
 
 
 def hf_generate(model, tok, max_new_tokens: int) -> Callable[[list[str], int], int]:
     """Plain transformers ``generate`` on a left-padded batch; returns generated tokens."""
+    device = next(model.parameters()).device
 
     def run(prompts: list[str], seed: int) -> int:
         batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = {k: v.to(device) for k, v in batch.items()}
         torch.manual_seed(seed)
         with torch.inference_mode():
             out = model.generate(**batch, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
@@ -69,12 +88,12 @@ def engine_runner(engine, max_new_tokens: int) -> Callable[[list[str], int], int
 
 
 def measure(
-    run: Callable[[list[str], int], int], prompts: list[str], batch: int, calls: int,
+    run: Callable[[list[str], int], int], prompts: list[str], batch: int, n_calls: int,
 ) -> tuple[int, float]:
-    """(generated tokens, seconds) of ``calls`` calls of ``batch`` distinct prompts each (the
+    """(generated tokens, seconds) of ``n_calls`` calls of ``batch`` distinct prompts each (the
     same seeds every time, so the same tokens)."""
     tokens, start = 0, time.perf_counter()
-    for i in range(calls):
+    for i in range(n_calls):
         tokens += run(prompts[i * batch : (i + 1) * batch], i + 1)
     return tokens, time.perf_counter() - start
 
@@ -85,38 +104,45 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (generate and torch paths)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--min-rows", type=int, default=16, help="rows per measurement at least")
     ap.add_argument("--repeats", type=int, default=3, help="time each figure N times, keep the best")
     ap.add_argument("--json", help="also write the table here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model, tok, prompts = build_model()
+    model, tok, prompts = build_model(prompts_needed(args.batches, args.min_rows))
+    if "vllm" in args.paths:  # saved before the model moves, started after the others
+        folder = save_checkpoint(model, tok, os.path.join(tempfile.mkdtemp(), "tiny_moe"))
+    model = model.to(args.device, getattr(torch, args.dtype))
     runners: dict[str, Callable] = {}
     if "generate" in args.paths:
         runners["generate"] = hf_generate(model, tok, args.max_new_tokens)
     if "torch" in args.paths:
-        engine = make_engine("torch", model=model, tokenizer=tok, batch_size=max(args.batches))
+        engine = make_engine("torch", model=model, tokenizer=tok, batch_size=max(args.batches),
+                             progress_min_rows=10**9)
         runners["torch"] = engine_runner(engine, args.max_new_tokens)
     if "vllm" in args.paths:  # started last: it may re-pin this process's threads
-        folder = save_checkpoint(model, tok, os.path.join(tempfile.mkdtemp(), "tiny_moe"))
-        runners["vllm"] = engine_runner(make_engine("vllm", model_path=str(folder)),
-                                        args.max_new_tokens)
+        runners["vllm"] = engine_runner(
+            make_engine("vllm", model_path=str(folder), dtype=args.dtype),
+            args.max_new_tokens)
     names = [p for p in PATHS if p in args.paths]
     rows: list[dict] = []
     for b in args.batches:
-        calls = max(1, args.min_rows // b)  # small batches: several calls, steadier figures
+        n_calls = calls(b, args.min_rows)
         best: dict[str, tuple[int, float]] = {}
         for name in names:
             runners[name](prompts[:b], 0)  # warm-up
         for _ in range(args.repeats):  # paths take turns, so that load drift falls on all
             for name in names:
-                tokens, secs = measure(runners[name], prompts, b, calls)
+                tokens, secs = measure(runners[name], prompts, b, n_calls)
                 if name not in best or secs < best[name][1]:
                     best[name] = (tokens, secs)
         for name in names:
             tokens, secs = best[name]
-            rows.append({"path": name, "batch": b, "tokens": tokens, "seconds": round(secs, 3),
-                         "tokens_per_s": round(tokens / secs, 1)})
+            rows.append({"path": name, "device": args.device, "dtype": args.dtype, "batch": b,
+                         "tokens": tokens,
+                         "seconds": round(secs, 3), "tokens_per_s": round(tokens / secs, 1)})
             print(f"{name:9s} batch {b:3d}: {tokens:6d} tokens in {secs:6.2f} s", flush=True)
     base = {r["batch"]: r["tokens_per_s"] for r in rows if r["path"] == "generate"}
     print("\n| path | batch | tokens/s | vs generate |\n|---|---|---|---|")
