@@ -199,6 +199,69 @@ def test_bf16_autocast_only_for_a_bf16_policy_on_cuda():
         assert isinstance(autocast_for(fake(device, dtype)), contextlib.nullcontext)
 
 
+# "meta" stands in for a GPU below: a device that is not the CPU, where mixing in a CPU tensor
+# fails as it would on CUDA ("Expected all tensors to be on the same device")
+META = torch.device("meta")
+
+
+def test_minibatch_tensors_follow_the_policy_device(monkeypatch):
+    # CUDA log-probs times CPU advantages would fail the first update of a GPU run
+    from pipeline.rl import trainer
+    from pipeline.rl.rollout import Rollout
+
+    def score_rows(model, prompts, comps, *args):
+        return [torch.zeros(len(c), device=next(model.parameters()).device) for c in comps]
+
+    monkeypatch.setattr(trainer, "score_rows", score_rows)
+    policy = torch.nn.Linear(1, 1, device=META)
+    run = SimpleNamespace(params=SimpleNamespace(forward_rows=4, temperature=1.0),
+                          reference=policy, pad_id=0, updater=SimpleNamespace(local=policy))
+    ro = Rollout(tasks=[{}], prompt_ids=[[1, 2]], token_ids=[[3, 4, 5], [6]],
+                 engine_logprobs=[[-1.0] * 3, [-1.0]], texts=["", ""], finish=["stop"] * 2,
+                 rewards=np.zeros((1, 2)), correct=np.zeros((1, 2), bool))
+    adv = np.array([[0.5, -0.5]])
+    mb = trainer._minibatch(run, ro, adv, [(0, 2), (1, 1)], score_old=True)
+    assert mb.completion_ids == [[3, 4], [6]]
+    for t in (mb.advantages, mb.old_logp, mb.ref_logp):
+        assert t.device == META
+    assert mb.advantages.shape == (2,) and mb.ref_logp.shape == (2, 2)
+    none = trainer._minibatch(run, ro, adv, [], score_old=True)  # a rank without rows
+    for t in (none.advantages, none.old_logp, none.ref_logp):
+        assert t.device == META
+
+
+def test_padding_loss_advantages_follow_the_policy_device(monkeypatch):
+    from pipeline.rl import trainer
+    from pipeline.rl.c3po import Coefs
+
+    seen = {}
+    logp = torch.zeros(1, 1, device=META)
+    monkeypatch.setattr(trainer, "policy_forward", lambda *a, **k: SimpleNamespace(
+        logp=logp, mask=logp, entropy=logp, router_logits=(), attention=logp))
+
+    def objective(logp, old, ref, advantages, *args, **kwargs):
+        seen["advantages"] = advantages
+        return (logp * advantages[:, None]).sum(), None, {}  # fails across devices
+
+    monkeypatch.setattr(trainer, "objective", objective)
+    run = SimpleNamespace(pad_id=0, params=SimpleNamespace(temperature=1.0),
+                          updater=SimpleNamespace(forward_model=lambda: None))
+    part = trainer._padding_loss(run, False, Coefs(0.2, 0.0, "k3", 0.0, 0.0, 0.0), "budget", 8)
+    assert part.device == META and seen["advantages"].device == META
+
+
+@pytest.mark.parametrize("backend, expected", [("nccl", "cuda:0"), ("gloo", "cpu")])
+def test_collectives_use_the_gpu_under_nccl(monkeypatch, backend, expected):
+    # NCCL moves no CPU tensors: the ranks' float sums (SFT and RL) go through the GPU there
+    from pipeline.train.deepspeed_engine import collective_device
+
+    assert collective_device() == torch.device("cpu")  # no process group
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda *a: backend)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert collective_device() == torch.device(expected)
+
+
 # --- one process: the numbers of the code before ranks ----------------------------------------
 
 # the KL settings are pinned with the rest, so the expected weights below do not follow a

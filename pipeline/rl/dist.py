@@ -38,7 +38,9 @@ def all_sum(values: Sequence[float], world: int) -> list[float]:
     """Element-wise sums over ranks, in float64."""
     if world == 1:
         return [float(v) for v in values]
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    from pipeline.train.deepspeed_engine import collective_device
+
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=collective_device())
     torch.distributed.all_reduce(t)
     return t.tolist()
 

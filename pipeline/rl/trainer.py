@@ -139,9 +139,11 @@ def _minibatch(run: RLRun, ro: Rollout, adv: np.ndarray, pairs, score_old: bool)
     """The selected responses with reference log-probs, and old log-probs when ``score_old``
     (else the first update's own forward gives them: see :func:`_update`)."""
     k, chunk = ro.k, run.params.forward_rows
+    device = next(run.reference.parameters()).device  # the policy's (see frozen_like)
     if not pairs:  # a rank with no share of this mini-batch (several ranks only)
-        empty = torch.zeros(0, 0)
-        return MiniBatch([], [], torch.zeros(0), empty if score_old else None, empty, [])
+        empty = torch.zeros(0, 0, device=device)
+        return MiniBatch([], [], torch.zeros(0, device=device), empty if score_old else None,
+                         empty, [])
     prompts = [ro.prompt_ids[i // k] for i, _ in pairs]
     comps = [ro.token_ids[i][:n] for i, n in pairs]
     temp = run.params.temperature
@@ -149,7 +151,8 @@ def _minibatch(run: RLRun, ro: Rollout, adv: np.ndarray, pairs, score_old: bool)
                         batch_first=True) if score_old else None)
     ref = score_rows(run.reference, prompts, comps, run.pad_id, chunk, temp)
     return MiniBatch(
-        prompts, comps, torch.tensor([adv.flat[i] for i, _ in pairs], dtype=torch.float32),
+        prompts, comps,
+        torch.tensor([adv.flat[i] for i, _ in pairs], dtype=torch.float32, device=device),
         old, pad_sequence(ref, batch_first=True),
         [v for i, n in pairs for v in ro.engine_logprobs[i][:n]],
     )
@@ -269,7 +272,7 @@ def _padding_loss(run: RLRun, router: bool, coefs: Coefs, norm: Any, budget: int
                        temperature=run.params.temperature)
     same = f.logp.detach()  # old = reference = current: ratio 1, KL 0 (finite)
     part, _, _ = objective(
-        f.logp, same, same, torch.zeros(1), f.mask, f.entropy,
+        f.logp, same, same, f.logp.new_zeros(1), f.mask, f.entropy,
         (f.router_logits, run.updater.module.config.num_experts_per_tok, f.attention)
         if router else None, coefs, normaliser=norm, budget=budget, row_share=1.0,
         token_share=1.0)

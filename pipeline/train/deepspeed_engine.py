@@ -92,6 +92,15 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
+def collective_device() -> torch.device:
+    """Where a tensor for a ``torch.distributed`` collective must live: the rank's GPU under
+    NCCL (it moves no CPU tensors), else the CPU (gloo)."""
+    d = torch.distributed
+    if d.is_available() and d.is_initialized() and d.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def use_bf16(cfg: Any) -> bool:
     precision = getattr(cfg, "precision", "auto")
     if precision == "auto":

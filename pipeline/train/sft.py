@@ -25,7 +25,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline.model.chat import format_prompt
-from pipeline.train.deepspeed_engine import OptimParams, current_lr, grad_norm
+from pipeline.train.deepspeed_engine import (
+    OptimParams,
+    collective_device,
+    current_lr,
+    grad_norm,
+)
 from pipeline.train.packing import PackedRow, Sample, pack_row, plan_rows, stack_rows
 
 
@@ -157,9 +162,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def _reduce(values: list[float]) -> list[float]:
     """Sum ``values`` over ranks (no-op in one process)."""
-    t = torch.tensor(values, dtype=torch.float64)
-    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        torch.distributed.all_reduce(t)
+    if not (torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
+        return [float(v) for v in values]
+    t = torch.tensor(values, dtype=torch.float64, device=collective_device())
+    torch.distributed.all_reduce(t)
     return t.tolist()
 
 
