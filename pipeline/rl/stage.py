@@ -90,9 +90,10 @@ def stratified(rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, 
     return out
 
 
-# where the ranks run, not what they compute: left out of the resume fingerprint (the world
-# size, which changes the numbers, goes in when > 1)
-LAUNCH_KEYS = ("num_processes", "nnodes", "node_rank", "master_addr", "master_port")
+# where the ranks run and how much of a GPU vLLM takes, not what they compute: left out of the
+# resume fingerprint (the world size, which changes the numbers, goes in when > 1)
+LAUNCH_KEYS = ("num_processes", "nnodes", "node_rank", "master_addr", "master_port",
+               "vllm_gpu_memory")
 
 
 def fingerprint(params: RLParams, seed: int, model_dir: str, tasks: str, world: int = 1) -> str:
@@ -115,6 +116,14 @@ def frozen_like(reference: torch.nn.Module, policy: torch.nn.Module) -> torch.nn
     return reference.to(device=p.device, dtype=p.dtype).eval().requires_grad_(False)
 
 
+def vllm_options(params: RLParams) -> dict[str, Any]:
+    """The RL stage's vLLM engine options: on a GPU, the share of its memory vLLM may take
+    (vLLM's default, 0.9, leaves too little for the policy beside it); none on CPU."""
+    if torch.cuda.is_available():
+        return {"llm_kwargs": {"gpu_memory_utilization": params.vllm_gpu_memory}}
+    return {}
+
+
 def build_run(params: RLParams, seed: int, model_dir: str, tasks: list[dict],
               score_fn: Any, holdout: Sequence[dict] = ()) -> RLRun:
     """Policy (+ optimizer), frozen reference on the policy's device and dtype, engine on the
@@ -130,7 +139,8 @@ def build_run(params: RLParams, seed: int, model_dir: str, tasks: list[dict],
     reference = frozen_like(load_model(model_dir)[0], updater.module)
     if params.engine == "vllm":  # synced with the policy at start: its whole weights
         with updater.full_weights():
-            engine = make_engine("vllm", model_path=model_dir, model=updater.module)
+            engine = make_engine("vllm", model_path=model_dir, model=updater.module,
+                                 **vllm_options(params))
     else:
         engine = make_engine("torch", model=updater.local, tokenizer=tok)
     return RLRun(params, seed, tok, updater, reference, engine, tasks, score_fn, holdout)
