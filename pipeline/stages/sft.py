@@ -38,7 +38,7 @@ from pipeline.params import as_dict, load_section, load_seed
 from pipeline.schema import TASK, TRACE, validate
 from pipeline.tracking import StageRun, StepWindow, stage_run
 from pipeline.train import launch, resume
-from pipeline.train.deepspeed_engine import init_engine, launched
+from pipeline.train.deepspeed_engine import init_engine, launched, whole_copy, whole_model
 from pipeline.train.greedy_eval import greedy_accuracy
 from pipeline.train.sft import (
     Hooks,
@@ -99,9 +99,10 @@ class StageHooks(Hooks):
     """Logging, checkpoints and per-epoch eval for the SFT loop."""
 
     def __init__(self, engine: Any, tok: Any, out: Path, tasks: list[dict], p: SftParams,
-                 run: StageRun, rank: int):
+                 run: StageRun, rank: int, whole: torch.nn.Module | None = None):
         self.engine, self.tok, self.out, self.tasks, self.p = engine, tok, out, tasks, p
         self.run, self.rank = run, rank
+        self.whole = whole  # ZeRO-3: rank 0's copy of the model for saves and evals
         # MLflow gets one point per log_every_steps (window means); steps.csv gets every step
         self.window = StepWindow(run, p.log_every_steps, last=("lr", "epoch"))
 
@@ -118,25 +119,30 @@ class StageHooks(Hooks):
             resume.prune_tags(self.out / resume.STATE_DIR, keep=tag)
 
     def on_epoch_end(self, epoch: int, state: LoopState) -> dict[str, Any]:
-        from pipeline.model import save_checkpoint
-
         result: dict[str, Any] = {"step": state.step}
-        if self.rank == 0:
-            self.window.flush()
-            save_checkpoint(self.engine.module, self.tok, self.out / f"epoch_{epoch + 1}")
-            if self.tasks:
-                from pipeline.verify import score_batch
-
-                ev = greedy_accuracy(self.engine.module, self.tok, self.tasks, score_batch,
-                                     self.p.eval_max_new_tokens, self.p.eval_batch_size)
-                self.run.table(ev.pop("samples"), f"eval/epoch_{epoch + 1}.json")
-                result.update(ev)
-                self.run.log_at(state.step, {"eval_accuracy": ev["accuracy"]})
-                log.info("epoch %d: greedy accuracy %.3f on %d held-out tasks", epoch + 1,
-                         ev["accuracy"], ev["n"])
+        with whole_model(self.engine, self.whole) as model:  # collective under ZeRO-3
+            if self.rank == 0:
+                self._save_and_eval(model, epoch, state, result)
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
         return result
+
+    def _save_and_eval(self, model: Any, epoch: int, state: LoopState,
+                       result: dict[str, Any]) -> None:
+        from pipeline.model import save_checkpoint
+
+        self.window.flush()
+        save_checkpoint(model, self.tok, self.out / f"epoch_{epoch + 1}")
+        if self.tasks:
+            from pipeline.verify import score_batch
+
+            ev = greedy_accuracy(model, self.tok, self.tasks, score_batch,
+                                 self.p.eval_max_new_tokens, self.p.eval_batch_size)
+            self.run.table(ev.pop("samples"), f"eval/epoch_{epoch + 1}.json")
+            result.update(ev)
+            self.run.log_at(state.step, {"eval_accuracy": ev["accuracy"]})
+            log.info("epoch %d: greedy accuracy %.3f on %d held-out tasks", epoch + 1,
+                     ev["accuracy"], ev["n"])
 
 
 def summary(state: LoopState, dropped: int, n_samples: int) -> dict[str, Any]:
@@ -175,6 +181,7 @@ def run_sft(a: argparse.Namespace, p: SftParams, seed: int, run: StageRun) -> di
     n_steps = total_steps(epoch_plans(samples, p, seed), rows_per_step(p, world))
     fp = resume.fingerprint({"sft": as_dict(p), "seed": seed},
                             {"traces": a.traces, "base": a.base}, world)
+    whole = whole_copy(model, p.optim, rank)  # ZeRO-3 partitions the model in place
     engine = init_engine(model, p.optim, n_steps, micro_batch_size=p.micro_batch_rows,
                          grad_accum=p.grad_accum)
     if rank == 0:
@@ -191,7 +198,7 @@ def run_sft(a: argparse.Namespace, p: SftParams, seed: int, run: StageRun) -> di
         set_rng_state(client["rng"])
         log.info("resuming at step %d (epoch %d, step %d in epoch)", state.step,
                  state.epoch + 1, state.epoch_step)
-    hooks = StageHooks(engine, tok, a.out, tasks, p, run, rank)
+    hooks = StageHooks(engine, tok, a.out, tasks, p, run, rank, whole)
     state = train(engine, samples, p, seed, state, hooks, world, rank, tok.pad_token_id)
     return {"state": state, "dropped": dropped, "n_samples": len(samples)}
 

@@ -28,15 +28,21 @@ What it does:
 - ZeRO stage: 0 for one rank (the embedded default). ZeRO partitions optimizer state,
   gradients or weights across ranks; with a single rank there is nothing to partition, and
   ZeRO-1 only adds flat-buffer copies, about 25 ms of a ~190 ms SFT step on 2 CPU cores.
-  Use 1-3 across GPUs.
+  Use 1-3 across GPUs. Under ZeRO-3 the module's own weights are empty outside a gather:
+  save and evaluate through :func:`whole_copy` / :func:`whole_model`.
+- Collectives on plain tensors (the ranks' metric sums) go through :func:`collective_device`:
+  NCCL moves CUDA tensors only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import importlib
 import math
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -249,3 +255,38 @@ def grad_norm(engine: Any) -> float:
 
 def current_lr(engine: Any) -> float:
     return float(engine.optimizer.param_groups[0]["lr"])
+
+
+def whole_copy(model: torch.nn.Module, cfg: Any, rank: int) -> torch.nn.Module | None:
+    """Rank 0's copy of ``model`` outside DeepSpeed under ZeRO-3 (None otherwise), on the CPU,
+    to save and evaluate whole weights from (:func:`whole_model`). Call before
+    :func:`init_engine`: ZeRO-3 partitions the model's weights in place, after which each rank
+    holds a shard and ``engine.module``'s parameters are empty outside a gather."""
+    if int(cfg.zero_stage) != 3 or rank != 0:
+        return None
+    return copy.deepcopy(model).cpu().requires_grad_(False)
+
+
+@contextlib.contextmanager
+def whole_model(engine: Any, whole: torch.nn.Module | None) -> Iterator[torch.nn.Module | None]:
+    """The engine's model with whole weights: ZeRO 0-2 keep them on every rank, so it is
+    ``engine.module``. Under ZeRO-3 every rank must enter (the gather is collective); the
+    weights are gathered once, copied into rank 0's ``whole`` (:func:`whole_copy`, cast to
+    the engine's dtype) and released again; rank 0 gets ``whole``, the others None.
+    The copy runs outside DeepSpeed's hooks, so rank 0 can evaluate it while the others wait."""
+    if engine.zero_optimization_stage() != 3:
+        yield engine.module
+        return
+    import deepspeed
+
+    params = list(engine.module.named_parameters())
+    with deepspeed.zero.GatheredParameters([t for _, t in params]), torch.no_grad():
+        if whole is not None:
+            whole.to(dtype=params[0][1].dtype)
+            for (name, dst), (src_name, src) in zip(whole.named_parameters(), params,
+                                                    strict=True):
+                if name != src_name:
+                    raise RuntimeError(f"whole copy out of step: {name} vs {src_name}")
+                dst.copy_(src)
+    yield whole
+
