@@ -27,7 +27,13 @@ from typing import Any
 
 import torch
 
-from pipeline.train.deepspeed_engine import grad_norm, init_engine, lr_lambda, param_groups
+from pipeline.train.deepspeed_engine import (
+    copy_weights,
+    grad_norm,
+    init_engine,
+    lr_lambda,
+    param_groups,
+)
 
 TAG = "rl"
 # An RL update runs several forwards through the policy before its one backward (length-sorted
@@ -81,14 +87,8 @@ class DeepSpeedUpdater:
     def refresh_local(self) -> None:
         """Copy the policy's weights into ``local`` (inside :meth:`full_weights`, where they
         are whole); nothing to do when ``local`` is the policy itself."""
-        if self.local is self.module:
-            return
-        with torch.no_grad():
-            for (name, dst), (src_name, src) in zip(self.local.named_parameters(),
-                                                    self.module.named_parameters(), strict=True):
-                if name != src_name:
-                    raise RuntimeError(f"policy copy out of step: {name} vs {src_name}")
-                dst.copy_(src)
+        if self.local is not self.module:
+            copy_weights(self.local, self.module)
 
     def save(self, folder: Path) -> None:
         self.engine.save_checkpoint(str(folder), tag=TAG, save_latest=False)

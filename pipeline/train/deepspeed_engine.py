@@ -279,14 +279,20 @@ def whole_model(engine: Any, whole: torch.nn.Module | None) -> Iterator[torch.nn
         return
     import deepspeed
 
-    params = list(engine.module.named_parameters())
-    with deepspeed.zero.GatheredParameters([t for _, t in params]), torch.no_grad():
+    params = list(engine.module.parameters())
+    with deepspeed.zero.GatheredParameters(params):
         if whole is not None:
-            whole.to(dtype=params[0][1].dtype)
-            for (name, dst), (src_name, src) in zip(whole.named_parameters(), params,
-                                                    strict=True):
-                if name != src_name:
-                    raise RuntimeError(f"whole copy out of step: {name} vs {src_name}")
-                dst.copy_(src)
+            copy_weights(whole.to(dtype=params[0].dtype), engine.module)
     yield whole
+
+
+def copy_weights(dst: torch.nn.Module, src: torch.nn.Module) -> None:
+    """Copy ``src``'s parameters into ``dst``'s, name by name (a copy of the same model;
+    under ZeRO-3 call it where ``src``'s weights are gathered)."""
+    with torch.no_grad():
+        for (name, d), (src_name, s) in zip(dst.named_parameters(), src.named_parameters(),
+                                            strict=True):
+            if name != src_name:
+                raise RuntimeError(f"model copy out of step: {name} vs {src_name}")
+            d.copy_(s)
 
