@@ -113,10 +113,13 @@ class StageHooks(Hooks):
     def save_state(self, state: LoopState) -> None:
         tag = resume.tag_for(state.step)
         client = {"loop": state.to_dict(), "rng": rng_state()}
-        self.engine.save_checkpoint(str(self.out / resume.STATE_DIR), tag=tag,
-                                    client_state=client)
+        state_dir = self.out / resume.STATE_DIR
+        # DeepSpeed's own ``latest`` is truncated and rewritten in place, by rank 0 before the
+        # other ranks finish their shards: a kill there leaves an empty or early pointer
+        self.engine.save_checkpoint(str(state_dir), tag=tag, client_state=client,
+                                    save_latest=False)  # returns after every rank's barrier
         if self.rank == 0:
-            resume.prune_tags(self.out / resume.STATE_DIR, keep=tag)
+            resume.commit_tag(state_dir, tag)
 
     def on_epoch_end(self, epoch: int, state: LoopState) -> dict[str, Any]:
         result: dict[str, Any] = {"step": state.step}

@@ -7,8 +7,9 @@ Layout under the output folder (``models/sft``, a ``persist: true`` DVC output):
     ds_state/step000050/      DeepSpeed model/optimizer/scheduler state + client state
                               (LoopState and RNG states)
 
-DeepSpeed writes ``latest`` only after a tag is complete, and older tags are removed only after
-that, so a ``kill -9`` at any moment leaves a loadable state. A fingerprint mismatch (params,
+``latest`` is replaced atomically (:func:`commit_tag`) only after every rank has written its
+part of a tag, and older tags are removed only after that, so a ``kill -9`` at any moment
+leaves a loadable state. A fingerprint mismatch (params,
 data or base changed) means the old state belongs to another run: the folder is wiped.
 """
 
@@ -20,10 +21,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import write_json
+from pipeline.atomic import write_json, write_text
 
 STATE_DIR = "ds_state"
 FINGERPRINT = "fingerprint.json"
+LATEST = "latest"  # the file DeepSpeed's load_checkpoint reads when no tag is given
 
 
 def file_digest(path: str | Path) -> str:
@@ -58,11 +60,20 @@ def prepare_out_dir(out: Path, fp: str) -> bool:
             shutil.rmtree(out)
         out.mkdir(parents=True)
         write_json(fp_file, {"fingerprint": fp})
-    return same and (out / STATE_DIR / "latest").exists()
+    return same and (out / STATE_DIR / LATEST).exists()
 
 
 def tag_for(step: int) -> str:
     return f"step{step:06d}"
+
+
+def commit_tag(state_dir: Path, tag: str) -> None:
+    """Point ``latest`` at the complete tag ``tag`` (one atomic rename), then drop older tags.
+
+    Rank 0 only, after ``save_checkpoint(..., save_latest=False)`` has returned on every rank.
+    """
+    write_text(state_dir / LATEST, tag)
+    prune_tags(state_dir, keep=tag)
 
 
 def prune_tags(state_dir: Path, keep: str) -> None:
