@@ -3,9 +3,14 @@ engine_throughput."""
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
+import torch
+
+from pipeline.engines.fast_decode import MoeDecoder
+from scripts.perf.compiled_decode import dense_experts, step_inputs, traceable_step
 from scripts.perf.engine_throughput import build_model, calls, prompts_needed
 from scripts.perf.stage_time import digest, redirect_outputs, stage_command
 from scripts.perf.step_profile import kind_of
@@ -58,3 +63,28 @@ def test_engine_throughput_has_a_distinct_prompt_for_every_row():
     assert len(prompts) == len(set(prompts)) == 300
     # the first 128 prompts (and the model) are the ones the committed figures used
     assert build_model()[2] == prompts[:128]
+
+
+def test_compiled_decode_arm_computes_the_engine_step():
+    """The experiment's traceable step (dense experts, whole-width masked attention, tensor
+    column) is the engine's decode step up to float rounding, cache writes included."""
+    model, _, _ = build_model(1)
+    dec = MoeDecoder(model)
+    inp = step_inputs(dec, rows=5, width=24, column=17)
+    inp["mask"][1, :3] = float("-inf")  # a left-padded row
+    mine = copy.deepcopy(inp)
+    with torch.inference_mode():
+        ref = dec.step(inp["tokens"], inp["positions"], 17, inp["keys"], inp["values"],
+                       inp["mask"], inp["rope"])
+        got = traceable_step(dec)(mine["tokens"], mine["positions"], torch.tensor(17),
+                                  mine["keys"], mine["values"], mine["mask"], *mine["rope"])
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+        for a, b in zip(mine["keys"] + mine["values"], inp["keys"] + inp["values"], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)  # column 17 written alike
+        # the dense experts alone, against the routed grouped matmuls
+        g = torch.Generator().manual_seed(1)
+        h = torch.randn(7, model.config.hidden_size, generator=g)
+        logits = torch.randn(7, model.config.num_experts, generator=g)
+        w = dec.layers[0]
+        torch.testing.assert_close(dense_experts(dec, h, logits, w), dec._experts(h, logits, w),
+                                   rtol=1e-5, atol=1e-6)
