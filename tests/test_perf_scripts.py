@@ -1,5 +1,5 @@
-"""Helpers of the performance scripts (scripts/perf): stage_time, step_profile and
-engine_throughput."""
+"""Helpers of the performance scripts (scripts/perf): stage_time, step_profile,
+engine_throughput, compiled_decode."""
 
 from __future__ import annotations
 

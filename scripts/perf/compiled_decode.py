@@ -1,7 +1,8 @@
 """A compiled decode step against the torch engine's eager one, per step, at fixed batch sizes.
 
-    OMP_NUM_THREADS=2 .venv/bin/python scripts/perf/compiled_decode.py \\
-        [--model models/selected] [--batches 16 64 256] [--json out.json]
+    OMP_NUM_THREADS=2 TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) \\
+        .venv/bin/python scripts/perf/compiled_decode.py [--model models/selected] \\
+        [--batches 16 64 256] [--routed] [--json out.json]
 
 The experiment behind "why not 5x" in docs/engines.md. A decode step of the default model is
 ~270 small torch ops, and on CPU each costs dispatch time whatever its size; inductor can fuse
@@ -16,7 +17,11 @@ compiled arm changes the step's form where the eager step's form cannot be trace
   step's keys and values are written with ``index_copy_`` at a column given as a tensor: one
   graph for every step instead of one per cache length.
 
-Arms, each timed as the median of ``--rounds`` rounds of ``--steps`` steps, taking turns:
+Arms, each measured in a fresh process per round, the arms taking turns for ``--rounds``
+rounds; each figure is the median over rounds of a process's median of 3 runs of ``--steps``
+steps. (Measured side by side in one process, an arm's figure depended on which arms ran
+beside it: with both compiled arms in one process, the dense one ran at the eager step's
+speed, and the eager step's own time moved by 1.7x between such runs.)
 
 - ``eager``: :meth:`pipeline.engines.fast_decode.MoeDecoder.step`, what the engine runs;
 - ``dense``: the traceable step above, eager (what its extra arithmetic costs);
@@ -35,6 +40,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -114,55 +121,77 @@ def step_inputs(dec: MoeDecoder, rows: int, width: int, column: int, seed: int =
     }
 
 
-def arms(dec: MoeDecoder, inp: dict, names: list[str]) -> tuple[dict, dict]:
-    """Callables per arm over ``inp``, and each compiled arm's first-call seconds."""
+def arm(dec: MoeDecoder, inp: dict, name: str) -> tuple[Any, float | None]:
+    """A callable running arm ``name`` over ``inp``, and its first call's seconds when
+    compiled."""
     col_t = torch.tensor(inp["column"])
     cos, sin = inp["rope"]
     args = (inp["tokens"], inp["positions"], col_t, inp["keys"], inp["values"], inp["mask"],
             cos, sin)
-    fns: dict[str, Any] = {}
-    compile_s: dict[str, float] = {}
-    for name in names:
-        if name == "eager":
-            fns[name] = lambda: dec.step(inp["tokens"], inp["positions"], inp["column"],
-                                         inp["keys"], inp["values"], inp["mask"], inp["rope"])
-        elif name == "dense":
-            f = traceable_step(dec)
-            fns[name] = lambda f=f: f(*args)
-        else:
-            routed = name == "compiled_routed"
-            f = torch.compile(traceable_step(dec, routed), fullgraph=not routed, dynamic=False,
-                              options={"cpp_wrapper": True})
-            t0 = time.perf_counter()
-            f(*args)
-            compile_s[name] = round(time.perf_counter() - t0, 1)
-            fns[name] = lambda f=f: f(*args)
-    return fns, compile_s
+    if name == "eager":
+        return (lambda: dec.step(inp["tokens"], inp["positions"], inp["column"], inp["keys"],
+                                 inp["values"], inp["mask"], inp["rope"])), None
+    if name == "dense":
+        f = traceable_step(dec)
+        return (lambda: f(*args)), None
+    routed = name == "compiled_routed"
+    f = torch.compile(traceable_step(dec, routed), fullgraph=not routed, dynamic=False,
+                      options={"cpp_wrapper": True})
+    t0 = time.perf_counter()
+    f(*args)
+    return (lambda: f(*args)), round(time.perf_counter() - t0, 1)
 
 
-def measure(dec: MoeDecoder, rows: int, width: int, column: int, names: list[str],
-            steps: int, rounds: int) -> dict:
+def measure_one(model_path: str, name: str, rows: int, width: int, column: int,
+                steps: int) -> dict:
+    """One arm in this process: ms per step (median of 3 runs of ``steps``), compile
+    seconds, and the largest logit difference from the eager step on the same inputs."""
+    from pipeline.model import load_model
+
+    model, _ = load_model(model_path)
+    dec = MoeDecoder(model.eval())
     inp = step_inputs(dec, rows, width, column)
     with torch.inference_mode():
-        fns, compile_s = arms(dec, inp, names)
-        ref = fns["eager"]()
-        diff = {k: float((f() - ref).abs().max()) for k, f in fns.items() if k != "eager"}
-        times: dict[str, list[float]] = {k: [] for k in fns}
-        for _ in range(rounds):
-            for k, f in fns.items():  # the arms take turns, so drift hits all alike
-                for _ in range(3):
-                    f()
-                t0 = time.perf_counter()
-                for _ in range(steps):
-                    f()
-                times[k].append((time.perf_counter() - t0) / steps * 1000)
-    ms = {k: round(statistics.median(v), 3) for k, v in times.items()}
+        ref = dec.step(inp["tokens"], inp["positions"], inp["column"],
+                       [k.clone() for k in inp["keys"]], [v.clone() for v in inp["values"]],
+                       inp["mask"], inp["rope"])
+        f, compile_s = arm(dec, inp, name)
+        diff = float((f() - ref).abs().max())
+        for _ in range(3):
+            f()
+        runs = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                f()
+            runs.append((time.perf_counter() - t0) / steps * 1000)
+    return {"ms": statistics.median(runs), "compile_s": compile_s, "diff": diff}
+
+
+def measure(args: argparse.Namespace, rows: int, names: list[str]) -> dict:
+    """Every arm at ``rows``, each in a fresh process, the arms taking turns for ``--rounds``
+    rounds."""
+    runs: dict[str, list[dict]] = {k: [] for k in names}
+    for _ in range(args.rounds):
+        for name in names:
+            cmd = [sys.executable, __file__, "--one", name, "--model", args.model,
+                   "--batches", str(rows), "--width", str(args.width),
+                   "--column", str(args.column), "--steps", str(args.steps)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+    ms = {k: round(statistics.median(r["ms"] for r in v), 3) for k, v in runs.items()}
     return {
-        "rows": rows, "width": width, "column": column,
+        "rows": rows, "width": args.width, "column": args.column,
         "ms_per_step": ms,
         "speedup_vs_eager": {k: round(ms["eager"] / v, 3) for k, v in ms.items() if k != "eager"},
-        "compile_s": compile_s,
-        "max_abs_logit_diff_vs_eager": diff,
+        # the first round compiles from inductor's on-disk cache as it found it (empty on a
+        # fresh TORCHINDUCTOR_CACHE_DIR), later rounds reuse what it cached
+        "compile_s_first": {k: v[0]["compile_s"] for k, v in runs.items()
+                            if v[0]["compile_s"] is not None},
+        "compile_s": {k: statistics.median(r["compile_s"] for r in v)
+                      for k, v in runs.items() if v[0]["compile_s"] is not None},
+        "max_abs_logit_diff_vs_eager": {k: max(r["diff"] for r in v)
+                                        for k, v in runs.items() if k != "eager"},
     }
 
 
@@ -173,20 +202,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--width", type=int, default=192, help="cache columns (prompt + new tokens)")
     ap.add_argument("--column", type=int, default=128, help="the step's cache column")
     ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=3, help="processes per arm and batch")
     ap.add_argument("--routed", action="store_true", help="add the compiled_routed arm")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure this arm, print JSON
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
-    from pipeline.model import load_model
-
-    model, _ = load_model(args.model)
-    model.eval()
-    dec = MoeDecoder(model)
+    if args.one:
+        res = measure_one(args.model, args.one, args.batches[0], args.width, args.column,
+                          args.steps)
+        print(json.dumps(res))
+        return res
     names = ["eager", "dense", "compiled"] + (["compiled_routed"] if args.routed else [])
     result = {"model": args.model, "threads": torch.get_num_threads(),
               "torch": torch.__version__,
-              "batches": [measure(dec, b, args.width, args.column, names, args.steps,
-                                  args.rounds) for b in args.batches]}
+              "batches": [measure(args, b, names) for b in args.batches]}
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
