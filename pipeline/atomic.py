@@ -33,17 +33,34 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def _old(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+def recover_dir(target: str | Path) -> None:
+    """Undo what a kill between :func:`atomic_dir`'s two renames left: ``target`` moved aside
+    to ``.<name>.old`` and the new version not yet in place. The previous version goes back."""
+    target = Path(target)
+    if not target.exists() and _old(target).is_dir():
+        os.replace(_old(target), target)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a temp directory; on success it replaces directory ``target`` as a whole."""
+    """Yield a temp directory; on success it replaces directory ``target`` as a whole.
+
+    The replacement is two renames (old version aside, new one in); a process killed between
+    them leaves the old version at ``.<name>.old``, which :func:`recover_dir` (called here
+    first, and by readers that resume from such a folder) puts back."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         old = None
         if target.exists():
-            old = target.with_name(f".{target.name}.old")
+            old = _old(target)
             if old.exists():
                 shutil.rmtree(old)
             os.replace(target, old)

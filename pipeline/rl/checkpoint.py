@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from pipeline.atomic import atomic_dir
+from pipeline.atomic import atomic_dir, recover_dir
 from pipeline.rl.dist import barrier
 
 STATE = "state.json"
@@ -82,6 +82,9 @@ def load(folder: Path, updater: Any, fingerprint: str, world: int = 1, rank: int
          ) -> State | None:
     """Restore ``updater`` (and the RNG) from ``folder``; None when there is no usable state.
     Collective on several ranks (all see the same folder, so all decide alike)."""
+    if rank == 0:  # a save killed between its two renames left the previous state aside
+        recover_dir(folder)
+    barrier(world)
     path = Path(folder) / STATE
     if not path.exists():
         return None
