@@ -30,13 +30,18 @@ def kill_between_renames(monkeypatch):
     monkeypatch.setattr(atomic.os, "replace", replace)
 
 
-def test_recover_dir_puts_back_the_version_a_killed_replace_moved_aside(tmp_path, monkeypatch):
-    folder = tmp_path / "state"
+def one_then_killed_two(folder, monkeypatch):
+    """Version "one" in place, then a replace by "two" killed between its renames."""
     write_version(folder, "one")
     with monkeypatch.context() as m:
         kill_between_renames(m)
         with pytest.raises(KeyboardInterrupt):
             write_version(folder, "two")
+
+
+def test_recover_dir_puts_back_the_version_a_killed_replace_moved_aside(tmp_path, monkeypatch):
+    folder = tmp_path / "state"
+    one_then_killed_two(folder, monkeypatch)
     assert not folder.exists() and (tmp_path / ".state.old" / "v.txt").read_text() == "one"
     recover_dir(folder)
     assert (folder / "v.txt").read_text() == "one"
@@ -49,11 +54,7 @@ def test_recover_dir_puts_back_the_version_a_killed_replace_moved_aside(tmp_path
 
 def test_the_next_atomic_dir_recovers_first(tmp_path, monkeypatch):
     folder = tmp_path / "state"
-    write_version(folder, "one")
-    with monkeypatch.context() as m:
-        kill_between_renames(m)
-        with pytest.raises(KeyboardInterrupt):
-            write_version(folder, "two")
+    one_then_killed_two(folder, monkeypatch)
     with pytest.raises(RuntimeError), atomic_dir(folder):
         # a save that fails before its renames: the recovered old version stays in place
         assert (folder / "v.txt").read_text() == "one"

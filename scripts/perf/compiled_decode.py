@@ -97,8 +97,8 @@ def traceable_step(dec: MoeDecoder, routed: bool = False):
             router = h @ w["router"]
             gate, up = (h @ w["shared_gate_up"]).chunk(2, dim=-1)
             shared = torch.sigmoid(router[:, -1:]) * ((F.silu(gate) * up) @ w["shared_down"])
-            experts = (routed_experts if routed else
-                       lambda a, b, c: dense_experts(dec, a, b, c))(h, router[:, :-1], w)
+            experts = (routed_experts(h, router[:, :-1], w) if routed
+                       else dense_experts(dec, h, router[:, :-1], w))
             x = x + experts + shared
         return dec._rms(x, dec.norm) @ dec.head
 
